@@ -1,0 +1,289 @@
+"""Forward SDEs of score-based generative modelling and their reverses.
+
+Every SDE here is linear in x, dx = f(t) x dt + g(t) dw, so its perturbation
+kernel is Gaussian:
+
+    p_0t(x_t | x_0) = N(x_t; alpha(t) x_0, sigma(t)^2 I).
+
+`marginal_coeffs(t) -> (alpha, sigma)` is that one fact; `marginal_prob`,
+the losses and the fast samplers are all written on it. The method names
+(`sde`, `marginal_prob`, `prior_sampling`, `prior_logp`, `discretize`,
+`reverse`) follow the original score_sde API.
+
+Shapes: x is (B, ...) and t is (B,) with values in [0, T]. Per-example
+quantities broadcast over the trailing dimensions of x.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def batch_mul(a: jax.Array, x: jax.Array) -> jax.Array:
+    """Multiply per-example values a (B,) into x (B, ...)."""
+    return jnp.reshape(a, a.shape + (1,) * (x.ndim - a.ndim)) * x
+
+
+def _standard_normal_logp(z: jax.Array, scale: float) -> jax.Array:
+    """log N(z; 0, scale^2 I), summed over all but the batch axis."""
+    dim = np.prod(z.shape[1:])
+    sq = jnp.sum(jnp.reshape(z, (z.shape[0], -1)) ** 2, axis=-1)
+    return -0.5 * dim * np.log(2 * np.pi * scale**2) - 0.5 * sq / scale**2
+
+
+class SDE(abc.ABC):
+    """A forward SDE dx = f(x, t) dt + g(t) dw on t in [0, T] with N discrete steps.
+
+    Subclasses give `sde`, `marginal_coeffs`, `prior_scale`; the rest follows.
+    """
+
+    N: int
+    T: float = 1.0
+    #: Smallest time the samplers and the likelihood integrate down to.
+    sampling_eps: float = 1e-3
+
+    @abc.abstractmethod
+    def sde(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Drift f(x, t) (shape of x) and diffusion g(t) (shape (B,))."""
+
+    @abc.abstractmethod
+    def marginal_coeffs(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(alpha(t), sigma(t)) with x_t = alpha(t) x_0 + sigma(t) z, z ~ N(0, I)."""
+
+    @property
+    @abc.abstractmethod
+    def prior_scale(self) -> float:
+        """Standard deviation of the prior p_T = N(0, prior_scale^2 I)."""
+
+    def marginal_prob(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Mean alpha(t) x_0 (shape of x) and std sigma(t) (shape (B,)) of p_0t(x_t | x_0)."""
+        alpha, sigma = self.marginal_coeffs(t)
+        return batch_mul(alpha, x), sigma
+
+    def prior_sampling(self, rng: jax.Array, shape) -> jax.Array:
+        """A sample of the prior p_T of the given shape."""
+        return self.prior_scale * jax.random.normal(rng, shape)
+
+    def prior_logp(self, z: jax.Array) -> jax.Array:
+        """log p_T(z) per example, shape (B,)."""
+        return _standard_normal_logp(z, self.prior_scale)
+
+    def timestep(self, t: jax.Array) -> jax.Array:
+        """Index i = floor(t (N-1) / T) of the discrete step whose cell [i, i+1) T/(N-1) holds t.
+
+        Floor (as in score_sde) maps the sampler grid linspace(T, eps, N) onto each
+        step exactly once; `step_time(i)` is the centre of cell i.
+        """
+        return jnp.clip(jnp.floor(t * (self.N - 1) / self.T), 0, self.N - 1).astype(jnp.int32)
+
+    def step_time(self, i: jax.Array) -> jax.Array:
+        """A time t with timestep(t) == i, robust to float round-off: (i + 1/2) T / (N-1)."""
+        return (i + 0.5) * self.T / (self.N - 1)
+
+    def discrete_marginal_coeffs(self, i: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(alpha_i, sigma_i) of the SDE's own discrete chain after step i (DDPM for VP, SMLD for VE)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no discrete chain; train it with config.training.continuous=True.")
+
+    def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One step of the discrete forward process, x_{i+1} = x_i + f_i + G_i z_i.
+
+        Default: Euler-Maruyama with dt = T / N, f_i = f(x, t) dt, G_i = g(t) sqrt(dt).
+        """
+        dt = self.T / self.N
+        drift, diffusion = self.sde(x, t)
+        return drift * dt, diffusion * np.sqrt(dt)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
+        """The reverse-time SDE (or its probability-flow ODE) driven by score_fn."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReverseSDE:
+    """Reverse-time process of `forward` (Anderson, 1982), run from t = T to 0:
+
+        dx = [f(x, t) - g(t)^2 s(x, t)] dt + g(t) dw_bar           (SDE)
+        dx = [f(x, t) - 1/2 g(t)^2 s(x, t)] dt                     (probability flow)
+
+    with s = score_fn ~ grad_x log p_t(x). Time runs backwards, so a sampler
+    steps x <- x - drift * dt + diffusion * sqrt(dt) z.
+    """
+
+    forward: SDE
+    score_fn: ScoreFn
+    probability_flow: bool = False
+
+    @property
+    def T(self) -> float:
+        return self.forward.T
+
+    @property
+    def N(self) -> int:
+        return self.forward.N
+
+    @property
+    def _score_weight(self) -> float:
+        return 0.5 if self.probability_flow else 1.0
+
+    def sde(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        drift, diffusion = self.forward.sde(x, t)
+        drift = drift - batch_mul(diffusion**2, self.score_fn(x, t)) * self._score_weight
+        return drift, jnp.zeros_like(diffusion) if self.probability_flow else diffusion
+
+    def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Reverse of the discrete chain: f_rev = f - G^2 s (halved for the flow), G_rev = G (0 for the flow)."""
+        f, G = self.forward.discretize(x, t)
+        rev_f = f - batch_mul(G**2, self.score_fn(x, t)) * self._score_weight
+        return rev_f, jnp.zeros_like(G) if self.probability_flow else G
+
+
+@dataclasses.dataclass(frozen=True)
+class _LinearBetaSDE(SDE):
+    """Shared by the VP and sub-VP SDEs: beta(t) = beta_min + t (beta_max - beta_min),
+    drift f(x, t) = -1/2 beta(t) x, alpha(t) = exp(-1/2 int_0^t beta(s) ds)."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    N: int = 1000
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def log_alpha(self, t):
+        """log alpha(t) = -1/2 int_0^t beta(s) ds = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min."""
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def drift(self, x, t):
+        return batch_mul(-0.5 * self.beta(t), x)
+
+    @property
+    def prior_scale(self) -> float:
+        return 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class VPSDE(_LinearBetaSDE):
+    """Variance-preserving SDE (the continuous limit of DDPM):
+
+        dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw,   sigma(t)^2 = 1 - alpha(t)^2.
+
+    Its discretization is the DDPM Markov chain with betas = linspace(beta_min/N, beta_max/N, N).
+    """
+
+    def sde(self, x, t):
+        return self.drift(x, t), jnp.sqrt(self.beta(t))
+
+    def marginal_coeffs(self, t):
+        log_alpha = self.log_alpha(t)
+        return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
+
+    # The DDPM chain as numpy tables (never jax arrays: they are cached and may
+    # first be touched inside a jit trace).
+    @functools.cached_property
+    def discrete_betas(self) -> np.ndarray:
+        return np.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+
+    @functools.cached_property
+    def alphas_cumprod(self) -> np.ndarray:
+        """alpha_bar_i = prod_{j <= i} (1 - beta_j)."""
+        return np.cumprod(1.0 - self.discrete_betas)
+
+    def discrete_marginal_coeffs(self, i):
+        """(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)): x_i = sqrt(alpha_bar_i) x_0 + sqrt(1 - alpha_bar_i) z."""
+        alpha_bar = jnp.asarray(self.alphas_cumprod, jnp.float32)[i]
+        return jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar)
+
+    def discretize(self, x, t):
+        """DDPM step x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z, as (f, G)."""
+        beta = jnp.asarray(self.discrete_betas, jnp.float32)[self.timestep(t)]
+        return batch_mul(jnp.sqrt(1.0 - beta), x) - x, jnp.sqrt(beta)
+
+
+@dataclasses.dataclass(frozen=True)
+class subVPSDE(_LinearBetaSDE):
+    """Sub-variance-preserving SDE (Song et al. 2021, eq. 29):
+
+        dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds))) dw,
+        sigma(t) = 1 - alpha(t)^2.
+
+    It has no discrete chain of its own: `discretize` is Euler-Maruyama.
+    """
+
+    def sde(self, x, t):
+        discount = -jnp.expm1(4.0 * self.log_alpha(t))
+        return self.drift(x, t), jnp.sqrt(self.beta(t) * discount)
+
+    def marginal_coeffs(self, t):
+        log_alpha = self.log_alpha(t)
+        return jnp.exp(log_alpha), -jnp.expm1(2.0 * log_alpha)
+
+
+@dataclasses.dataclass(frozen=True)
+class VESDE(SDE):
+    """Variance-exploding SDE (the continuous limit of SMLD / NCSN):
+
+        dx = sigma(t) sqrt(2 log(sigma_max / sigma_min)) dw,   sigma(t) = sigma_min (sigma_max / sigma_min)^t,
+        alpha(t) = 1.
+
+    Its discretization is the SMLD chain over the geometric sigmas
+    exp(linspace(log sigma_min, log sigma_max, N)).
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    N: int = 1000
+    sampling_eps: float = 1e-5
+
+    def sigma(self, t):
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def sde(self, x, t):
+        diffusion = self.sigma(t) * np.sqrt(2 * np.log(self.sigma_max / self.sigma_min))
+        return jnp.zeros_like(x), diffusion
+
+    def marginal_coeffs(self, t):
+        return jnp.ones_like(t), self.sigma(t)
+
+    @property
+    def prior_scale(self) -> float:
+        return self.sigma_max
+
+    @functools.cached_property
+    def discrete_sigmas(self) -> np.ndarray:
+        """Ascending SMLD noise levels sigma_0 = sigma_min < ... < sigma_{N-1} = sigma_max."""
+        return np.exp(np.linspace(np.log(self.sigma_min), np.log(self.sigma_max), self.N))
+
+    def discrete_marginal_coeffs(self, i):
+        """(1, sigma_i): x_i = x_0 + sigma_i z."""
+        sigma = jnp.asarray(self.discrete_sigmas, jnp.float32)[i]
+        return jnp.ones_like(sigma), sigma
+
+    def discretize(self, x, t):
+        """SMLD step x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z (sigma_{-1} = 0), as (f, G)."""
+        i = self.timestep(t)
+        sigmas = jnp.asarray(self.discrete_sigmas, jnp.float32)
+        previous = jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
+        return jnp.zeros_like(x), jnp.sqrt(sigmas[i] ** 2 - previous**2)
+
+
+SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
+
+
+def from_config(config) -> SDE:
+    """The SDE named by config.training.sde, with its constants from config.model."""
+    name = config.training.sde.lower()
+    if name not in SDES:
+        raise ValueError(f"Unknown SDE {config.training.sde!r} in config.training.sde; choose one of {sorted(SDES)}.")
+    m = config.model
+    if name == "vesde":
+        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
+    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
