@@ -1,0 +1,85 @@
+"""Fields shared by every experiment; configs/default_<dataset>.py build on this.
+
+Field names follow the original score_sde configs. Fields this project adds
+(marked "new") sit beside them; none is renamed.
+"""
+import ml_collections
+
+
+def get_base_config():
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+
+    config.training = training = ml_collections.ConfigDict()
+    training.sde = "vpsde"
+    training.continuous = True
+    training.reduce_mean = False
+    training.likelihood_weighting = False
+    training.batch_size = 128
+    training.n_iters = 1300001
+    training.n_jitted_steps = 1
+    training.log_freq = 50
+    training.eval_freq = 100
+    training.snapshot_freq = 50000
+    training.snapshot_freq_for_preemption = 10000
+    training.snapshot_sampling = True
+    training.snapshot_num_samples = 64  # new: images in each snapshot grid
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "pc"
+    sampling.predictor = "reverse_diffusion"
+    sampling.corrector = "langevin"
+    sampling.n_steps_each = 1
+    sampling.snr = 0.16
+    sampling.noise_removal = True
+    sampling.probability_flow = False
+    sampling.num_steps = 0  # new: 0 means the SDE's N
+    sampling.eps = 0.0  # new: smallest time; 0 means the SDE's sampling_eps
+
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.begin_ckpt = 1
+    evaluate.end_ckpt = 1
+    evaluate.batch_size = 256
+    evaluate.enable_loss = True
+    evaluate.enable_sampling = False
+    evaluate.num_samples = 10000
+    evaluate.enable_bpd = False
+    evaluate.bpd_dataset = "test"
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = ""
+    data.image_size = 32
+    data.num_channels = 3
+    data.random_flip = False
+    data.uniform_dequantization = False
+    data.centered = False
+    data.data_dir = ""  # new: where a dataset's files are, when it is not installed with a package
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "ddpm"
+    model.sigma_min = 0.01
+    model.sigma_max = 50.0
+    model.num_scales = 1000
+    model.beta_min = 0.1
+    model.beta_max = 20.0
+    model.dropout = 0.1
+    model.ema_rate = 0.9999
+    model.scale_by_sigma = False
+    model.normalization = "GroupNorm"
+    model.nonlinearity = "swish"
+    model.nf = 128
+    model.ch_mult = (1, 2, 2, 2)
+    model.num_res_blocks = 2
+    model.attn_resolutions = (16,)
+    model.resamp_with_conv = True
+    model.conditional = True
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.optimizer = "Adam"
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 5000
+    optim.grad_clip = 1.0
+    return config

@@ -1,0 +1,49 @@
+"""Denoising score matching, the one objective behind every training loss here.
+
+With x_t = alpha x_0 + sigma z (z ~ N(0, I)) the optimal score is
+E[-z / sigma | x_t], so every loss is a weighted regression
+
+    L = E_{noise level} E_{x_0, z} [ w * || sigma s(x_t, t) + z ||^2 ]            (1)
+
+and differs only in how the noise level is drawn and weighted:
+
+* continuous (Song et al. 2021, eq. 7): t ~ U(eps, T), (alpha, sigma) = marginal_coeffs(t),
+  w = 1 (lambda(t) = sigma^2), or w = g(t)^2 / sigma^2 with likelihood_weighting
+  (lambda(t) = g(t)^2, the weighting that bounds the negative log-likelihood).
+* DDPM (VP, discrete): i ~ U{0..N-1}, (alpha, sigma) = (sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)).
+  With s = -eps_hat / sigma, (1) is L_simple = E || eps_hat - z ||^2.
+* SMLD (VE, discrete): i ~ U{0..N-1}, (alpha, sigma) = (1, sigma_i); (1) is NCSN's
+  sigma_i^2 || s + z / sigma_i ||^2.
+
+`reduce_mean` averages the squared error over pixels, else halves its sum (score_sde).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import sde_lib
+
+
+def score_matching_loss(rng: jax.Array, score_fn, x0: jax.Array, sde: sde_lib.SDE, *, continuous: bool = True,
+                        reduce_mean: bool = False, likelihood_weighting: bool = False,
+                        eps: float = 1e-5) -> jax.Array:
+    """Monte-Carlo estimate of (1) on the batch x0 (B, ...), one noise level per example."""
+    rng_t, rng_z = jax.random.split(rng)
+    batch = x0.shape[0]
+    if continuous:
+        t = jax.random.uniform(rng_t, (batch,), minval=eps, maxval=sde.T)
+        alpha, sigma = sde.marginal_coeffs(t)
+        weight = sde.sde(jnp.zeros_like(x0), t)[1] ** 2 / sigma**2 if likelihood_weighting else 1.0
+    else:
+        if likelihood_weighting:
+            raise ValueError("likelihood_weighting needs continuous training (config.training.continuous=True).")
+        i = jax.random.randint(rng_t, (batch,), 0, sde.N)
+        t = sde.step_time(i)
+        alpha, sigma = sde.discrete_marginal_coeffs(i)
+        weight = 1.0
+    z = jax.random.normal(rng_z, x0.shape, x0.dtype)
+    xt = sde_lib.batch_mul(alpha, x0) + sde_lib.batch_mul(sigma, z)
+    residual = jnp.square(sde_lib.batch_mul(sigma, score_fn(xt, t)) + z).reshape(batch, -1)
+    per_example = jnp.mean(residual, axis=-1) if reduce_mean else 0.5 * jnp.sum(residual, axis=-1)
+    return jnp.mean(weight * per_example)

@@ -1,0 +1,50 @@
+"""jit-able train and eval steps: step_fn(state, batch) -> (state, loss)."""
+from __future__ import annotations
+
+import jax
+import optax
+
+import models
+from losses.objectives import score_matching_loss
+from losses.state import TrainState
+
+
+def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
+                scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
+                reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5):
+    """A step on one batch {'image': (B, H, W, C) in [0, 1], ...}.
+
+    train=True: one optimizer step on the denoising score-matching loss, then
+    ema <- ema_rate * ema + (1 - ema_rate) * params. train=False: the loss of
+    the EMA parameters, state unchanged but for the rng.
+    """
+    if train and optimizer is None:
+        raise ValueError("get_step_fn(train=True) needs an optimizer.")
+
+    def loss_fn(params, model_state, rng, x0):
+        dropout_rng, loss_rng = jax.random.split(rng)
+        score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
+                                       continuous=continuous, rng=dropout_rng)
+        return score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous, reduce_mean=reduce_mean,
+                                   likelihood_weighting=likelihood_weighting, eps=eps)
+
+    def step_fn(state: TrainState, batch) -> tuple[TrainState, jax.Array]:
+        rng, step_rng = jax.random.split(state.rng)
+        x0 = scaler(batch["image"])
+        if not train:
+            return state.replace(rng=rng), loss_fn(state.ema_params, state.model_state, step_rng, x0)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema_params = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+        return state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
+                             rng=rng), loss
+
+    return step_fn
+
+
+def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x):
+    """get_step_fn with its options read from config.training / config.model."""
+    t = config.training
+    return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
+                       continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting)

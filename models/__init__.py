@@ -1,0 +1,6 @@
+"""Score networks: `get_model(config)`, `init_model(rng, config)` and `get_score_fn(sde, model, variables, ...)`."""
+from models import ddpm  # noqa: F401  (registers "ddpm")
+from models.registry import get_model, register_model
+from models.utils import get_score_fn, init_model, noise_conditioning
+
+__all__ = ["get_model", "register_model", "get_score_fn", "init_model", "noise_conditioning"]

@@ -1,0 +1,63 @@
+"""The DDPM U-Net (Ho et al. 2020), as configured by score_sde's `ddpm` configs."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from models import layers
+from models.registry import register_model
+
+
+@register_model("ddpm")
+class DDPM(nn.Module):
+    """U-Net of residual blocks with self-attention at `attn_resolutions`.
+
+    Called as model(x, time_cond, labels=None, train=False) with x in the model's
+    data range (B, H, W, C) and time_cond (B,) the noise conditioning chosen by
+    `models.get_score_fn` (a timestep index or 999 t for VP, sigma(t) for VE).
+    The output has the shape of x; `get_score_fn` turns it into a score.
+    """
+
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x, time_cond, labels=None, train: bool = False):
+        m = self.config.model
+        act = layers.get_act(self.config)
+        nf, ch_mult = m.nf, tuple(m.ch_mult)
+        num_resolutions = len(ch_mult)
+        resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout)
+
+        temb = None
+        if m.conditional:
+            temb = layers.timestep_embedding(time_cond, nf)
+            temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(temb)
+            temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(act(temb))
+
+        h = x if self.config.data.centered else 2.0 * x - 1.0
+        hs = [layers.conv3x3(h, nf)]
+        for level in range(num_resolutions):
+            for _ in range(m.num_res_blocks):
+                h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
+                if h.shape[1] in m.attn_resolutions:
+                    h = layers.AttnBlock()(h)
+                hs.append(h)
+            if level != num_resolutions - 1:
+                hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
+
+        h = resblock()(hs[-1], temb, train)
+        h = layers.AttnBlock()(h)
+        h = resblock()(h, temb, train)
+
+        for level in reversed(range(num_resolutions)):
+            for _ in range(m.num_res_blocks + 1):
+                h = resblock(nf * ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+            if h.shape[1] in m.attn_resolutions:
+                h = layers.AttnBlock()(h)
+            if level != 0:
+                h = layers.Upsample(with_conv=m.resamp_with_conv)(h)
+        assert not hs
+
+        h = act(layers.group_norm(h))
+        return layers.conv3x3(h, x.shape[-1], init_scale=0.0)

@@ -1,0 +1,255 @@
+"""Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3).
+
+Over the grid t_0 = T > t_1 > ... > t_{n-1} = eps (linspace), each step applies
+a corrector (Langevin MCMC at fixed t) and then a predictor (one step of a
+numerical solver of the reverse SDE). Predictors and correctors are small
+frozen dataclasses registered by name; a new one is one class + one decorator.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sde_lib
+from sde_lib import batch_mul
+from samplers.registry import register_sampler
+
+_PREDICTORS: dict = {}
+_CORRECTORS: dict = {}
+
+
+def register_predictor(name):
+    def register(cls):
+        _PREDICTORS[name] = cls
+        return cls
+    return register
+
+
+def register_corrector(name):
+    def register(cls):
+        _CORRECTORS[name] = cls
+        return cls
+    return register
+
+
+def _lookup(table, kind, name):
+    if name not in table:
+        raise ValueError(f"Unknown {kind} {name!r}; choose one of {sorted(table)}.")
+    return table[name]
+
+
+def _mean_norm(x):
+    """Average over the batch of the per-example L2 norms."""
+    return jnp.mean(jnp.sqrt(jnp.sum(jnp.square(x.reshape(x.shape[0], -1)), axis=-1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor(abc.ABC):
+    """One reverse-time step from t to t - dt: update(rng, x, t) -> (x, x_mean)."""
+
+    sde: sde_lib.SDE
+    score_fn: object
+    num_steps: int
+    probability_flow: bool = False
+
+    @property
+    def rsde(self):
+        return self.sde.reverse(self.score_fn, self.probability_flow)
+
+    #: score evaluations per update
+    nfe: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def update(self, rng, x, t):
+        ...
+
+
+@register_predictor("none")
+@dataclasses.dataclass(frozen=True)
+class NonePredictor(Predictor):
+    nfe = 0
+
+    def update(self, rng, x, t):
+        return x, x
+
+
+@register_predictor("euler_maruyama")
+@dataclasses.dataclass(frozen=True)
+class EulerMaruyamaPredictor(Predictor):
+    """x_mean = x - f_rev(x, t) dt,  x = x_mean + g(t) sqrt(dt) z,  dt = (T - eps) / (n - 1) ~ T / n."""
+
+    def update(self, rng, x, t):
+        dt = self.sde.T / self.num_steps
+        drift, diffusion = self.rsde.sde(x, t)
+        x_mean = x - drift * dt
+        return x_mean + batch_mul(diffusion * np.sqrt(dt), jax.random.normal(rng, x.shape)), x_mean
+
+
+class _DiscreteChainPredictor(Predictor):
+    """A predictor tied to the SDE's own N-step chain: it needs num_steps == sde.N."""
+
+    def __post_init__(self):
+        if self.num_steps != self.sde.N:
+            raise ValueError(f"Predictor {type(self).__name__} follows the SDE's {self.sde.N}-step chain; "
+                             f"set num_steps to {self.sde.N} (got {self.num_steps}) or use euler_maruyama.")
+
+
+@register_predictor("reverse_diffusion")
+@dataclasses.dataclass(frozen=True)
+class ReverseDiffusionPredictor(_DiscreteChainPredictor):
+    """Reverse of the forward discretization (Song et al. 2021, eq. 46): x_mean = x - f_rev, x = x_mean + G_rev z."""
+
+    def update(self, rng, x, t):
+        f, G = self.rsde.discretize(x, t)
+        x_mean = x - f
+        return x_mean + batch_mul(G, jax.random.normal(rng, x.shape)), x_mean
+
+
+@register_predictor("ancestral_sampling")
+@dataclasses.dataclass(frozen=True)
+class AncestralSamplingPredictor(_DiscreteChainPredictor):
+    """Ancestral sampling of the discrete chain.
+
+    VP (DDPM): x_mean = (x + beta_i s) / sqrt(1 - beta_i),  x = x_mean + sqrt(beta_i) z.
+    VE (SMLD): x_mean = x + (sigma_i^2 - sigma_{i-1}^2) s,
+               x = x_mean + sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2) z.
+    """
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.probability_flow:
+            raise ValueError("ancestral_sampling has no probability-flow form; use reverse_diffusion or euler_maruyama.")
+        if not isinstance(self.sde, (sde_lib.VPSDE, sde_lib.VESDE)):
+            raise ValueError(f"ancestral_sampling needs a VP or VE SDE, not {type(self.sde).__name__}.")
+
+    def update(self, rng, x, t):
+        i = self.sde.timestep(t)
+        score = self.score_fn(x, t)
+        z = jax.random.normal(rng, x.shape)
+        if isinstance(self.sde, sde_lib.VPSDE):
+            beta = jnp.asarray(self.sde.discrete_betas, jnp.float32)[i]
+            x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score))
+            return x_mean + batch_mul(jnp.sqrt(beta), z), x_mean
+        sigmas = jnp.asarray(self.sde.discrete_sigmas, jnp.float32)
+        sigma = sigmas[i]
+        previous = jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
+        x_mean = x + batch_mul(sigma**2 - previous**2, score)
+        std = jnp.sqrt(previous**2 * (sigma**2 - previous**2) / sigma**2)
+        return x_mean + batch_mul(std, z), x_mean
+
+
+@dataclasses.dataclass(frozen=True)
+class Corrector(abc.ABC):
+    """n_steps of MCMC targeting p_t at fixed t: update(rng, x, t) -> (x, x_mean)."""
+
+    sde: sde_lib.SDE
+    score_fn: object
+    snr: float
+    n_steps: int
+
+    def _alpha(self, t):
+        """1 - beta_i for the VP chain (score_sde's step-size scaling), else 1."""
+        if isinstance(self.sde, sde_lib.VPSDE):
+            return 1.0 - jnp.asarray(self.sde.discrete_betas, jnp.float32)[self.sde.timestep(t)]
+        return jnp.ones_like(t)
+
+    @abc.abstractmethod
+    def step_size(self, grad, z, t):
+        ...
+
+    def update(self, rng, x, t):
+        def body(_, carry):
+            rng, x, _ = carry
+            rng, step_rng = jax.random.split(rng)
+            grad = self.score_fn(x, t)
+            z = jax.random.normal(step_rng, x.shape)
+            eta = self.step_size(grad, z, t)
+            x_mean = x + batch_mul(eta, grad)
+            return rng, x_mean + batch_mul(jnp.sqrt(2.0 * eta), z), x_mean
+
+        _, x, x_mean = jax.lax.fori_loop(0, self.n_steps, body, (rng, x, x))
+        return x, x_mean
+
+    @property
+    def nfe(self):
+        return self.n_steps
+
+
+@register_corrector("none")
+@dataclasses.dataclass(frozen=True)
+class NoneCorrector(Corrector):
+    def step_size(self, grad, z, t):
+        raise AssertionError("unused")
+
+    def update(self, rng, x, t):
+        return x, x
+
+    @property
+    def nfe(self):
+        return 0
+
+
+@register_corrector("langevin")
+@dataclasses.dataclass(frozen=True)
+class LangevinCorrector(Corrector):
+    """Langevin MCMC with the signal-to-noise step size (Song et al. 2021, Algorithm 5):
+
+        eta = 2 alpha (snr ||z|| / ||s(x, t)||)^2,   x <- x + eta s + sqrt(2 eta) z.
+
+    The norms are averaged over the batch, as in the paper: a per-example ratio
+    explodes for samples whose score is near zero (close to a mode). Under jit
+    the average spans the global batch, so results do not depend on sharding.
+    """
+
+    def step_size(self, grad, z, t):
+        return 2.0 * self._alpha(t) * (self.snr * _mean_norm(z) / _mean_norm(grad)) ** 2
+
+
+@register_corrector("ald")
+@dataclasses.dataclass(frozen=True)
+class AnnealedLangevinCorrector(Corrector):
+    """Annealed Langevin dynamics (Song & Ermon 2019): eta = 2 alpha (snr sigma(t))^2."""
+
+    def step_size(self, grad, z, t):
+        return 2.0 * self._alpha(t) * (self.snr * self.sde.marginal_coeffs(t)[1]) ** 2
+
+
+@register_sampler("pc")
+def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
+                   probability_flow=False, denoise=True, num_steps=None, eps=None):
+    """sampler(rng, score_fn) -> (x, nfe): PC sampling from the prior at T down to eps.
+
+    denoise returns the last step's mean (the noise-free x_mean) rather than x.
+    """
+    num_steps = num_steps or sde.N
+    eps = eps or sde.sampling_eps
+    predictor_cls = _lookup(_PREDICTORS, "predictor", predictor)
+    corrector_cls = _lookup(_CORRECTORS, "corrector", corrector)
+    # Validate the combination now, not at the first call.
+    predictor_cls(sde, None, num_steps, probability_flow)
+    corrector_cls(sde, None, snr, n_steps)
+
+    def sampler(rng, score_fn):
+        pred = predictor_cls(sde, score_fn, num_steps, probability_flow)
+        corr = corrector_cls(sde, score_fn, snr, n_steps)
+        timesteps = jnp.linspace(sde.T, eps, num_steps)
+        rng, prior_rng = jax.random.split(rng)
+        x = sde.prior_sampling(prior_rng, shape)
+
+        def body(i, carry):
+            rng, x, _ = carry
+            rng, corr_rng, pred_rng = jax.random.split(rng, 3)
+            t = jnp.full((shape[0],), timesteps[i])
+            x, _ = corr.update(corr_rng, x, t)
+            x, x_mean = pred.update(pred_rng, x, t)
+            return rng, x, x_mean
+
+        _, x, x_mean = jax.lax.fori_loop(0, num_steps, body, (rng, x, x))
+        return (x_mean if denoise else x), num_steps * (pred.nfe + corr.nfe)
+
+    return sampler

@@ -1,0 +1,1 @@
+"""Running experiments: the train loop, checkpoints, device mesh, writers, config checks."""

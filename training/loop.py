@@ -1,0 +1,151 @@
+"""`--mode train`: the training loop.
+
+Each compiled call runs config.training.n_jitted_steps optimizer steps
+(`lax.scan`) on a batch sharded over the device mesh; the host only waits on
+the device at log intervals. Checkpoints: periodic ones every snapshot_freq
+steps (kept, with a sample grid), and one pre-emption checkpoint every
+snapshot_freq_for_preemption steps (replaced). Rerunning with the same
+workdir resumes from the newest of them, on the same data order.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+import datasets
+import losses
+import models
+import samplers
+import sde_lib
+from training import parallel
+from training.checkpoint import Checkpointer
+from training.validation import validate_train_config
+from training.writers import MetricWriter, save_image_grid
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+def fuse_steps(step_fn, donate: bool):
+    """One compiled call running step_fn over batches with a leading steps axis -> (state, per-step losses).
+
+    The steps are unrolled at trace time (a fully unrolled lax.scan): XLA:CPU runs
+    a while-loop body about 7x slower than the same straight-line code (measured
+    on the digits config), and lax.scan keeps the loop even for one step. The
+    cost is compile time linear in n_jitted_steps.
+    """
+    def run(state, batches):
+        step_losses = []
+        for k in range(jax.tree_util.tree_leaves(batches)[0].shape[0]):
+            state, loss = step_fn(state, jax.tree_util.tree_map(lambda x: x[k], batches))
+            step_losses.append(loss)
+        return state, jnp.stack(step_losses)
+    return jax.jit(run, donate_argnums=(0,) if donate else ())
+
+
+def make_sample_fn(config, sde, model, num_samples: int):
+    """jit(rng, variables) -> samples in [0, 1], (num_samples, H, W, C), with the sampler of config.sampling."""
+    d = config.data
+    sampler = samplers.from_config(config, sde, (num_samples, d.image_size, d.image_size, d.num_channels))
+    inverse_scaler = datasets.get_data_inverse_scaler(config)
+
+    @jax.jit
+    def sample(rng, variables):
+        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous)
+        x, _ = sampler(rng, score_fn)
+        return jnp.clip(inverse_scaler(x), 0.0, 1.0)
+
+    return sample
+
+
+def write_samples(images, workdir: str, step: int) -> str:
+    """Save a sample grid PNG (and the images as uint8 npz) under workdir/samples/; returns the PNG path."""
+    images = np.asarray(images)
+    folder = os.path.join(workdir, "samples")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step_{step:08d}.png")
+    save_image_grid(images, path)
+    np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"),
+                        image=np.round(images * 255).astype(np.uint8))
+    return path
+
+
+def train(config, workdir: str) -> None:
+    t = config.training
+    mesh = parallel.make_mesh()
+    validate_train_config(config, num_devices=mesh.size)
+    is_chief = jax.process_index() == 0
+
+    sde = sde_lib.from_config(config)
+    model = models.get_model(config)
+    optimizer = losses.get_optimizer(config)
+    init_rng, state_rng, sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    state = losses.create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
+    state = parallel.replicate(state, mesh)
+
+    checkpointer = Checkpointer(workdir)
+    state, resumed_from = checkpointer.restore_latest(state)
+    step = int(state.step)
+    if resumed_from is not None:
+        logging.info("Resumed from the checkpoint of step %d in %s.", step, workdir)
+
+    scaler = datasets.get_data_scaler(config)
+    train_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
+                                                       scaler=scaler), donate=True)
+    eval_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=False, scaler=scaler), donate=False)
+    train_iter, eval_iter = datasets.get_dataset(config, start_step=step)
+    sample_fn = make_sample_fn(config, sde, model, t.snapshot_num_samples) if t.snapshot_sampling else None
+    learning_rate = losses.learning_rate_schedule(config)
+    writer = MetricWriter(workdir)
+
+    def snapshot():
+        checkpointer.save(step, state, periodic=True)
+        if sample_fn is not None:
+            images = sample_fn(jax.random.fold_in(sample_rng, step), state.ema_variables)
+            if is_chief:
+                logging.info("Step %d: samples written to %s", step, write_samples(images, workdir, step))
+
+    pending, window_start, window_step = [], time.perf_counter(), step
+    bar = tqdm(total=t.n_iters, initial=step, desc="train", unit="step", disable=not is_chief, dynamic_ncols=True)
+    try:
+        while step < t.n_iters:
+            batch = parallel.shard_batch(next(train_iter), mesh, batch_axis=1)
+            state, step_losses = train_step(state, batch)
+            pending.append(step_losses)
+            step += t.n_jitted_steps
+            bar.update(t.n_jitted_steps)
+
+            if step % t.log_freq == 0:
+                loss = float(np.mean(np.asarray(jnp.concatenate(pending))))
+                pending = []
+                if not np.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"Training loss became {loss} by step {step}; the last good checkpoint in {workdir} "
+                        f"is kept. Lower config.optim.lr or check the data.")
+                elapsed = time.perf_counter() - window_start
+                steps_per_sec = (step - window_step) / elapsed
+                writer.write(step, loss=loss, lr=float(learning_rate(step - 1)), steps_per_sec=steps_per_sec,
+                             images_per_sec=steps_per_sec * t.batch_size)
+                bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{steps_per_sec * t.batch_size:.0f}")
+                window_start, window_step = time.perf_counter(), step
+
+            if step % t.eval_freq == 0:
+                _, eval_losses = eval_step(state, parallel.shard_batch(next(eval_iter), mesh, batch_axis=1))
+                writer.write(step, eval_loss=float(jnp.mean(eval_losses)))
+
+            if step % t.snapshot_freq == 0 or step >= t.n_iters:
+                snapshot()
+            elif step % t.snapshot_freq_for_preemption == 0:
+                checkpointer.save(step, state, periodic=False)
+    finally:
+        bar.close()
+        checkpointer.wait()
+        checkpointer.close()
+        writer.close()

@@ -1,0 +1,58 @@
+"""What a run writes besides checkpoints: TensorBoard scalars, a plain metrics log, image grids."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+
+
+def image_grid(images: np.ndarray, padding: int = 2, nrow: int | None = None) -> np.ndarray:
+    """(N, H, W, C) floats in [0, 1] -> one uint8 (rows*(H+p)+p, cols*(W+p)+p, C) grid, row-major."""
+    n, h, w, c = images.shape
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
+    pixels = np.clip(np.asarray(images, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        y, x = padding + r * (h + padding), padding + q * (w + padding)
+        grid[y:y + h, x:x + w] = pixels[k]
+    return grid
+
+
+def save_image_grid(images: np.ndarray, path: str, nrow: int | None = None) -> None:
+    """Write images (N, H, W, C) in [0, 1] as one PNG grid."""
+    from PIL import Image
+
+    grid = image_grid(images, nrow=nrow)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(path)
+
+
+class MetricWriter:
+    """Scalars to TensorBoard (workdir/tensorboard) and to workdir/metrics.jsonl; only process 0 writes."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        if not self.active:
+            return
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self._log = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+    def write(self, step: int, **scalars: float) -> None:
+        if not self.active:
+            return
+        for name, value in scalars.items():
+            self._tb.add_scalar(name, value, step)
+        self._log.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        self._log.flush()
+
+    def close(self) -> None:
+        if self.active:
+            self._tb.close()
+            self._log.close()
