@@ -1,0 +1,4 @@
+"""Sample-quality evaluation: FID / KID / IS (metrics)."""
+from evaluation import metrics
+
+__all__ = ['metrics']
