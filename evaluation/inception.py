@@ -196,7 +196,8 @@ class FIDInceptionV3(nn.Module):
     def __call__(self, images) -> dict[str, jax.Array]:
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(
-                f'FIDInceptionV3 takes RGB images (B, H, W, 3) in [0, 1], got shape {images.shape}.')
+                'FIDInceptionV3 takes RGB images (B, H, W, 3) in [0, 1], '
+                f'got shape {images.shape}.')
         x = jnp.asarray(images, jnp.float32)
         x = 2.0 * resize_bilinear(x, INPUT_SIZE, INPUT_SIZE) - 1.0
         x = BasicConv(32, (3, 3), strides=2, name='Conv2d_1a_3x3')(x)          # 149x149

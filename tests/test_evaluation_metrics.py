@@ -160,7 +160,8 @@ def test_inception_score_closed_forms():
     mean, std = metrics.inception_score(onehot, num_splits=10)
     assert mean == pytest.approx(k, rel=1e-9) and std == pytest.approx(0.0, abs=1e-9)
     # Each prediction uniform over 2 of K balanced classes: KL = log(K/2), IS = K/2.
-    pairs = np.where(np.eye(k)[np.arange(n) % k] + np.eye(k)[(np.arange(n) + 1) % k] > 0, 0.0, -60.0)
+    two_hot = np.eye(k)[np.arange(n) % k] + np.eye(k)[(np.arange(n) + 1) % k]
+    pairs = np.where(two_hot > 0, 0.0, -60.0)
     assert metrics.inception_score(pairs, num_splits=10)[0] == pytest.approx(k / 2, rel=1e-9)
     # One uniform split (IS 1) and one one-hot split (IS K): mean (1 + K)/2, std (K - 1)/2.
     halves = np.concatenate([np.zeros((n, k)), onehot])
