@@ -1,4 +1,5 @@
-"""Sample-quality evaluation: FID / KID / IS (metrics) and the FID Inception-v3 (inception)."""
-from evaluation import inception, metrics
+"""Sample-quality evaluation: FID / KID / IS (metrics), the FID Inception-v3 network
+(inception) and a torch-free reader for its PyTorch weight file (pth)."""
+from evaluation import inception, metrics, pth
 
-__all__ = ['inception', 'metrics']
+__all__ = ['inception', 'metrics', 'pth']
