@@ -44,7 +44,7 @@ def _held_out(labels: np.ndarray, split: str, test_fraction: float) -> np.ndarra
 
 
 def _load_digits(data_dir: str, split: str):
-    """scikit-learn's 1,797 8x8 digits (values 0..16), 1,617 train / 180 test."""
+    """scikit-learn's 1,797 8x8 digits (values 0..16), 1,618 train / 179 test."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
@@ -200,12 +200,12 @@ class Dataset:
 
     def ordered_batches(self, global_batch: int) -> Iterator[dict[str, np.ndarray]]:
         """One pass in order, no flips. The last batch is padded by repetition; 'mask' is 1 on real examples."""
-        rng = np.random.default_rng([self.seed, -1])
         host = self._host_slice(global_batch)
-        for start in range(0, len(self), global_batch):
+        for k, start in enumerate(range(0, len(self), global_batch)):
             positions = np.arange(start, start + global_batch)[host]
             mask = (positions < len(self)).astype(np.float32)
             idx = np.minimum(positions, len(self) - 1)
+            rng = np.random.default_rng([self.seed, k, self.host_index, 2])
             yield {"image": self._to_float(self.images[idx], rng, augment=False), "label": self.labels[idx],
                    "mask": mask}
 
@@ -228,10 +228,6 @@ def load_split(config, split: str, host_index: int | None = None, host_count: in
                    host_count=jax.process_count() if host_count is None else host_count)
 
 
-def get_dataset(config, start_step: int = 0):
-    """(train stream from start_step with config.training.n_jitted_steps batches per item,
-    endless eval stream of the test split): score_sde's `get_dataset`, deterministic."""
-    t = config.training
-    train = load_split(config, "train").batches(t.batch_size, start_step, t.n_jitted_steps)
-    test = load_split(config, "test").batches(config.eval.batch_size, augment=False)
-    return train, test
+def get_dataset(config) -> tuple[Dataset, Dataset]:
+    """(train, test) splits of config.data.dataset; iterate them with `.batches` / `.ordered_batches`."""
+    return load_split(config, "train"), load_split(config, "test")

@@ -1,19 +1,59 @@
-"""Entry point: python main.py --config CONFIG --mode MODE --workdir DIR [--config.a.b=value ...]."""
+"""Entry point: python main.py --config CONFIG --mode MODE --workdir DIR [--config.a.b=value ...].
+
+Each mode is a function (config, workdir, eval_folder) registered in MODES.
+"""
 from __future__ import annotations
 
+import logging as py_logging
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+
+def _train(config, workdir, eval_folder):
+    from training.loop import train
+    train(config, workdir)
+
+
+MODES = {"train": _train}
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/vp/ddpm_mnist.py.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples (created if absent).")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", sorted(MODES), "What to run.")
 flags.DEFINE_string("eval_folder", "eval", "Subfolder of workdir for evaluation results.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+_REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+class _OnlyOurInfo(py_logging.Filter):
+    """Keep INFO lines from this project; of libraries (the checkpointer logs every file it writes) only warnings."""
+
+    def filter(self, record):
+        return record.levelno >= py_logging.WARNING or record.pathname.startswith(_REPO)
+
+
+def _parse_flags(argv):
+    """absl flag parsing, with bad --config overrides reported in one line instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _exit_with(str(e))
+    except (AttributeError, KeyError) as e:  # raised by ml_collections for a field the config lacks
+        field = str(e.args[0]).strip("'\"")
+        bad = [a for a in argv if a.startswith("--config.") and field in a.split("=")[0]]
+        _exit_with(f"{bad[0] if bad else field}: the config has no field {field!r}; "
+                   f"the fields are listed in configs/defaults.py.")
+
+
+def _exit_with(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
 
 
 def _prepare_workdir(path: str) -> None:
@@ -25,14 +65,14 @@ def _prepare_workdir(path: str) -> None:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_OnlyOurInfo())
     from training import parallel
 
     parallel.maybe_initialize_distributed()
     _prepare_workdir(FLAGS.workdir)
-    if FLAGS.mode == "train":
-        from training.loop import train
-        train(FLAGS.config, FLAGS.workdir)
+    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.eval_folder)
 
 
 def run():
@@ -42,11 +82,10 @@ def run():
 
     user_errors = (ConfigError, DatasetError, NotADirectoryError, PermissionError, ValueError, FloatingPointError)
     try:
-        app.run(main)
+        app.run(main, flags_parser=_parse_flags)
     except user_errors as e:
         logging.flush()
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _exit_with(str(e))
 
 
 if __name__ == "__main__":

@@ -83,9 +83,11 @@ def train(config, workdir: str) -> None:
     validate_train_config(config, num_devices=mesh.size)
     is_chief = jax.process_index() == 0
 
+    # Everything that can reject the config or the data runs before anything is written.
     sde = sde_lib.from_config(config)
     model = models.get_model(config)
     optimizer = losses.get_optimizer(config)
+    train_data, test_data = datasets.get_dataset(config)
     init_rng, state_rng, sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     state = losses.create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
     state = parallel.replicate(state, mesh)
@@ -100,7 +102,8 @@ def train(config, workdir: str) -> None:
     train_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
                                                        scaler=scaler), donate=True)
     eval_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=False, scaler=scaler), donate=False)
-    train_iter, eval_iter = datasets.get_dataset(config, start_step=step)
+    train_iter = train_data.batches(t.batch_size, start_step=step, steps_per_call=t.n_jitted_steps)
+    eval_iter = test_data.batches(config.eval.batch_size, augment=False)
     sample_fn = make_sample_fn(config, sde, model, t.snapshot_num_samples) if t.snapshot_sampling else None
     learning_rate = losses.learning_rate_schedule(config)
     writer = MetricWriter(workdir)

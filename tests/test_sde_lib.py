@@ -1,0 +1,160 @@
+"""sde_lib against closed forms: moment ODEs, Monte-Carlo runs of the chains, scipy, the DDPM chain."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+import sde_lib
+
+jax.config.update("jax_enable_x64", False)
+
+ALL_SDES = [sde_lib.VPSDE(), sde_lib.subVPSDE(), sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0)]
+IDS = ["vp", "subvp", "ve"]
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
+def test_marginal_coeffs_solve_the_moment_odes(sde):
+    """For dx = f(t) x dt + g(t) dw: d alpha/dt = f alpha and d sigma^2/dt = 2 f sigma^2 + g^2."""
+    def f(t):  # drift coefficient: f(x, t) / x
+        return sde.sde(jnp.ones((1, 1)), t[None])[0][0, 0]
+
+    def g2(t):
+        return sde.sde(jnp.ones((1, 1)), t[None])[1][0] ** 2
+
+    alpha = lambda t: sde.marginal_coeffs(t[None])[0][0]
+    var = lambda t: sde.marginal_coeffs(t[None])[1][0] ** 2
+    for t in [0.05, 0.3, 0.7, 0.95]:
+        t = jnp.float32(t)
+        np.testing.assert_allclose(jax.grad(alpha)(t), f(t) * alpha(t), rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(jax.grad(var)(t), 2 * f(t) * var(t) + g2(t), rtol=2e-4, atol=1e-5)
+    # p_0 is the data: alpha(0) = 1, sigma(0) = 0 (VE starts at sigma_min by convention).
+    a0, s0 = sde.marginal_coeffs(jnp.zeros(1))
+    assert float(a0[0]) == 1.0
+    assert float(s0[0]) == pytest.approx(sde.sigma_min if isinstance(sde, sde_lib.VESDE) else 0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
+def test_marginal_prob_matches_monte_carlo_of_euler_maruyama(sde):
+    """Simulate the forward SDE from x_0 with 1000 Euler-Maruyama steps; compare mean/std at t = 0.5, 1."""
+    n, x0 = 20000, 1.5
+    t_end = jnp.array([0.5, 1.0])
+    steps = 1000
+    x = jnp.full((n, 2), x0)  # one column per end time
+    rng = jax.random.PRNGKey(0)
+
+    def body(k, carry):
+        x, rng = carry
+        rng, sub = jax.random.split(rng)
+        dt = t_end / steps
+        t = k * dt
+        drift = jnp.stack([sde.sde(x[:, j:j + 1], jnp.full((n,), t[j]))[0][:, 0] for j in range(2)], 1)
+        diff = jnp.stack([sde.sde(x[:, j:j + 1], jnp.full((n,), t[j]))[1] for j in range(2)], 1)
+        return x + drift * dt + diff * jnp.sqrt(dt) * jax.random.normal(sub, x.shape), rng
+
+    if isinstance(sde, sde_lib.VESDE):  # start at the t = 0 marginal N(x0, sigma_min^2)
+        x = x + sde.sigma_min * jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    x, _ = jax.lax.fori_loop(0, steps, body, (x, rng))
+    mean, std = sde.marginal_prob(jnp.full((2, 1), x0), t_end)
+    mean, std = np.asarray(mean[:, 0]), np.asarray(std)
+    mc_mean, mc_std = np.asarray(x.mean(0)), np.asarray(x.std(0))
+    # Monte-Carlo standard errors: std/sqrt(n) for the mean, std/sqrt(2n) for the std; 5 of them,
+    # plus 1% for the O(dt) Euler-Maruyama bias.
+    assert np.all(np.abs(mc_mean - mean) <= 5 * std / np.sqrt(n) + 0.01 * np.abs(mean) + 1e-3), (mc_mean, mean)
+    assert np.all(np.abs(mc_std - std) <= 5 * std / np.sqrt(2 * n) + 0.01 * std), (mc_std, std)
+
+
+@pytest.mark.parametrize("sde", [sde_lib.VPSDE(N=200), sde_lib.VESDE(N=200)], ids=["vp", "ve"])
+def test_discrete_chain_marginal_matches_monte_carlo(sde):
+    """Run the SDE's own chain x_{i+1} = x_i + f_i + G_i z from x_0 over steps i = 0..N-1; its law
+    after step i is N(alpha_i x_0, sigma_i^2 I) with (alpha_i, sigma_i) = discrete_marginal_coeffs(i)."""
+    n, x0 = 20000, 1.5
+
+    def body(i, carry):
+        x, rng = carry
+        rng, sub = jax.random.split(rng)
+        f, G = sde.discretize(x, jnp.full((n,), sde.step_time(i)))
+        return x + f + sde_lib.batch_mul(G, jax.random.normal(sub, x.shape)), rng
+
+    x, _ = jax.lax.fori_loop(0, sde.N, body, (jnp.full((n, 1), x0), jax.random.PRNGKey(0)))
+    alpha, sigma = (float(c[0]) for c in sde.discrete_marginal_coeffs(jnp.array([sde.N - 1])))
+    # 5 Monte-Carlo standard errors of the mean and of the std.
+    assert abs(float(x.mean()) - alpha * x0) < 5 * sigma / np.sqrt(n)
+    assert abs(float(x.std()) - sigma) < 5 * sigma / np.sqrt(2 * n)
+
+
+def test_vp_discretize_is_the_ddpm_chain():
+    sde = sde_lib.VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
+    betas = np.linspace(0.1 / 1000, 20.0 / 1000, 1000)
+    i = np.array([0, 1, 500, 998, 999])
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    f, G = sde.discretize(jnp.asarray(x), sde.step_time(jnp.asarray(i)))
+    np.testing.assert_allclose(np.asarray(x + f), np.sqrt(1 - betas[i])[:, None] * x, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(G), np.sqrt(betas[i]), rtol=1e-6)
+    # alpha_bar_i = prod_{j<=i} (1 - beta_j): the chain's marginal after step i.
+    alpha, sigma = sde.discrete_marginal_coeffs(jnp.asarray(i))
+    np.testing.assert_allclose(np.asarray(alpha) ** 2, np.cumprod(1 - betas)[i], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(sigma) ** 2, 1 - np.cumprod(1 - betas)[i], rtol=1e-5, atol=1e-7)
+    # ... and it tracks the continuous marginal: log alpha_bar_i = sum_j log(1 - beta_j) = -sum_j beta_j + r
+    # with |r| <= sum_j beta_j^2, while -sum_j beta_j is a Riemann sum of -int beta = 2 log alpha(t_i).
+    cont_alpha, _ = sde.marginal_coeffs(jnp.asarray((i + 1) / 1000.0))
+    gap = np.abs(2 * np.log(np.asarray(alpha, np.float64)) - 2 * np.log(np.asarray(cont_alpha, np.float64)))
+    assert np.all(gap <= np.cumsum(betas**2)[i] + 1e-3), gap
+
+
+def test_ve_discretize_adds_the_smld_increments():
+    sde = sde_lib.VESDE(sigma_min=0.01, sigma_max=50.0, N=10)
+    sigmas = np.exp(np.linspace(np.log(0.01), np.log(50.0), 10))
+    i = np.arange(10)
+    f, G = sde.discretize(jnp.ones((10, 2)), sde.step_time(jnp.asarray(i)))
+    np.testing.assert_array_equal(np.asarray(f), 0.0)
+    previous = np.concatenate([[0.0], sigmas[:-1]])
+    np.testing.assert_allclose(np.asarray(G) ** 2, sigmas**2 - previous**2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
+def test_prior_logp_matches_scipy(sde):
+    z = np.random.default_rng(0).normal(size=(4, 3, 5, 2)).astype(np.float32) * sde.prior_scale
+    expected = scipy.stats.norm(0, sde.prior_scale).logpdf(z.astype(np.float64)).reshape(4, -1).sum(-1)
+    np.testing.assert_allclose(np.asarray(sde.prior_logp(jnp.asarray(z))), expected, rtol=1e-5)
+    samples = sde.prior_sampling(jax.random.PRNGKey(0), (20000, 2))
+    assert float(jnp.std(samples)) == pytest.approx(sde.prior_scale, rel=0.02)
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
+@pytest.mark.parametrize("probability_flow", [False, True])
+def test_reverse_sde_formula(sde, probability_flow):
+    """Reverse drift f - g^2 s (SDE) or f - g^2 s / 2 (probability flow), diffusion g or 0."""
+    score_fn = lambda x, t: -x * (1.0 + t[:, None])  # any function of (x, t)
+    rsde = sde.reverse(score_fn, probability_flow)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 4)), jnp.float32)
+    t = jnp.array([0.1, 0.5, 0.9])
+    f, g = sde.sde(x, t)
+    weight = 0.5 if probability_flow else 1.0
+    drift, diffusion = rsde.sde(x, t)
+    np.testing.assert_allclose(drift, f - weight * g[:, None] ** 2 * score_fn(x, t), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(diffusion, 0.0 if probability_flow else g, rtol=1e-6)
+    fd, Gd = sde.discretize(x, t)
+    rf, rG = rsde.discretize(x, t)
+    np.testing.assert_allclose(rf, fd - weight * Gd[:, None] ** 2 * score_fn(x, t), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rG, 0.0 if probability_flow else Gd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sde", ALL_SDES, ids=IDS)
+def test_timestep_conventions(sde):
+    i = jnp.arange(sde.N)
+    np.testing.assert_array_equal(sde.timestep(sde.step_time(i)), i)
+    # the sampler grid linspace(T, eps, N) visits every discrete step exactly once
+    grid = sde.timestep(jnp.linspace(sde.T, sde.sampling_eps, sde.N))
+    np.testing.assert_array_equal(grid, np.arange(sde.N)[::-1])
+
+
+def test_subvp_has_no_discrete_chain_and_unknown_names_fail():
+    with pytest.raises(NotImplementedError, match="continuous=True"):
+        sde_lib.subVPSDE().discrete_marginal_coeffs(jnp.zeros(1, jnp.int32))
+    from configs.vp import ddpm_digits
+
+    config = ddpm_digits.get_config()
+    config.training.sde = "bogus"
+    with pytest.raises(ValueError, match="Unknown SDE 'bogus'.*vesde"):
+        sde_lib.from_config(config)
