@@ -1,0 +1,246 @@
+"""--mode eval / fid_stats / train_classifier: checkpoint numbering, resumable rounds, the domain
+classifier, statistics that are never stale, and a killed eval that resumes to the same figures."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import datasets
+import losses
+import models
+from configs.vp import ddpm_digits
+from evaluation import classifier, features, pth, resumable
+from evaluation.run import checkpoint_steps, evaluate
+from training.checkpoint import Checkpointer
+from training.validation import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The config the subprocesses load: the tiny digits DDPM, sampled in 16-image rounds.
+CONFIG_FILE = """
+from configs.vp import ddpm_digits
+
+
+def get_config():
+    config = ddpm_digits.get_config()
+    config.model.nf = 8
+    config.training.snapshot_freq = 8
+    config.sampling.predictor = "euler_maruyama"
+    config.sampling.num_steps = 60
+    config.eval.batch_size = 16
+    config.eval.num_samples = 16 * 30 - 5
+    config.eval.enable_sampling = True
+    config.eval.enable_loss = False
+    config.eval.kid_subsets = 10
+    config.classifier.nf = 8
+    config.classifier.n_iters = 20
+    return config
+"""
+
+
+def load_config(path):
+    namespace = {}
+    exec(compile(open(path).read(), str(path), "exec"), namespace)
+    return namespace["get_config"]()
+
+
+@pytest.fixture(scope="module")
+def eval_workdir(tmp_path_factory):
+    """A workdir with checkpoint 1 (step 8) of the tiny model, a briefly trained classifier and the config file."""
+    root = tmp_path_factory.mktemp("eval")
+    (root / "config.py").write_text(CONFIG_FILE)
+    config = load_config(root / "config.py")
+    model = models.get_model(config)
+    optimizer = losses.get_optimizer(config)
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(3))
+    variables = models.init_model(init_rng, config, model)
+    # Perturb the zero-initialised output layer so that the "trained" network is not identically zero.
+    variables = jax.tree_util.tree_map(lambda p: p + 0.01 * jax.random.normal(state_rng, p.shape), variables)
+    state = losses.create_train_state(state_rng, variables, optimizer).replace(step=jnp.asarray(8))
+    checkpointer = Checkpointer(str(root / "work"))
+    checkpointer.save(8, state, periodic=True)
+    checkpointer.wait()
+    checkpointer.close()
+    classifier.train_classifier(config, str(root / "work"))
+    return root
+
+
+def test_checkpoint_k_is_step_k_times_snapshot_freq(tmp_path):
+    for step in (100, 200, 400):
+        (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
+    (tmp_path / "checkpoints" / "300.orbax-checkpoint-tmp-1").mkdir()  # an unfinished write is no checkpoint
+    config = ddpm_digits.get_config()
+    config.training.snapshot_freq = 100
+    config.eval.begin_ckpt, config.eval.end_ckpt = 1, 2
+    assert checkpoint_steps(config, str(tmp_path)) == [(1, 100), (2, 200)]
+    config.eval.end_ckpt = 4
+    with pytest.raises(ConfigError, match=r"Checkpoint 3 \(step 300\) not found in .*checkpoints, which holds the "
+                                          r"steps \[100, 200, 400\]; checkpoint k is step k \* config.training"):
+        checkpoint_steps(config, str(tmp_path))
+
+
+def test_rounds_are_reused_only_when_finished_and_made_with_the_same_key(tmp_path):
+    calls = []
+
+    def compute(r):
+        calls.append(r)
+        return {"x": np.full((2, 3), r, np.float32)}
+
+    first = resumable.run_rounds(str(tmp_path), "s", 3, "key-a", compute, "test")
+    assert calls == [0, 1, 2]
+    # A kill mid-write leaves only a temporary file, which is ignored; a truncated round is computed again.
+    (tmp_path / ".tmp-abc-s_00003.npz").write_bytes(b"partial")
+    (tmp_path / "s_00001.npz").write_bytes((tmp_path / "s_00001.npz").read_bytes()[:50])
+    calls.clear()
+    again = resumable.run_rounds(str(tmp_path), "s", 4, "key-a", compute, "test")
+    assert calls == [1, 3]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a["x"], b["x"])
+    calls.clear()
+    resumable.run_rounds(str(tmp_path), "s", 2, "key-b", compute, "test")  # other settings: nothing reused
+    assert calls == [0, 1]
+
+
+def test_classifier_learns_digits_and_round_trips(tmp_path):
+    config = ddpm_digits.get_config()
+    config.classifier.nf = 16
+    config.classifier.n_iters = 300
+    path = classifier.train_classifier(config, str(tmp_path))
+    assert path == str(tmp_path / "classifier" / "classifier.npz")
+    model, params, meta = classifier.load_classifier(str(tmp_path / "classifier"))
+    assert (meta["dataset"], meta["image_size"], meta["num_channels"], model.num_classes) == ("digits", 8, 1, 10)
+    assert meta["test_accuracy"] > 0.9  # 10 classes: chance is 0.1
+    test = datasets.load_split(config, "test", host_index=0, host_count=1)
+    predict = jax.jit(lambda x: model.apply({"params": params}, x)["logits"])
+    assert classifier.accuracy(predict, test, 64) == pytest.approx(meta["test_accuracy"])
+
+
+def test_time_conditional_classifier_depends_on_t():
+    model = classifier.Classifier(num_classes=3, nf=8, time_conditional=True)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
+    params = model.init(jax.random.PRNGKey(1), x, jnp.zeros(2))
+    a, b = (model.apply(params, x, jnp.full(2, t))["logits"] for t in (10.0, 900.0))
+    assert a.shape == (2, 3) and not np.allclose(a, b)
+    with pytest.raises(ValueError, match="time-conditional"):
+        model.apply(params, x)
+
+
+def test_statistics_made_with_other_weights_are_computed_again(eval_workdir, tmp_path):
+    config = load_config(eval_workdir / "config.py")
+    config.eval.classifier_dir = str(tmp_path / "clf")
+    nets = []
+    for seed in (0, 1):
+        model = classifier.Classifier(num_classes=10, nf=8)
+        params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))["params"]
+        classifier.save_classifier(str(tmp_path / "clf"), model, params, dataset="digits", image_size=8,
+                                   num_channels=1)
+        net = features.get_feature_net(config, str(tmp_path))
+        stats = features.split_statistics(config, str(tmp_path), "eval", net, "test")
+        assert str(stats["fingerprint"]) == net.fingerprint
+        nets.append((net, stats))
+    (net0, stats0), (net1, stats1) = nets
+    assert net0.fingerprint != net1.fingerprint and not np.allclose(stats0["mu"], stats1["mu"])
+    reread = features.split_statistics(config, str(tmp_path), "eval", net1, "test")
+    np.testing.assert_array_equal(reread["features"], stats1["features"])
+    assert reread["labels"].shape == (179,)
+
+
+def _env():
+    cache = os.environ.get("SCORE_SDE_TEST_COMPILATION_CACHE", "/tmp/score_sde_test_jax_cache")
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+def _eval_command(root, folder):
+    return [sys.executable, "main.py", "--config", str(root / "config.py"), "--mode", "eval",
+            "--workdir", str(root / "work"), "--eval_folder", folder]
+
+
+def test_killed_eval_resumes_to_the_figures_of_an_uninterrupted_one(eval_workdir):
+    root = eval_workdir
+    rounds = root / "work" / "resumed" / "ckpt_1"
+    proc = subprocess.Popen(_eval_command(root, "resumed"), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (rounds / "samples_00002.npz").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    finished = sorted(p.name for p in rounds.glob("samples_*.npz"))
+    # The kill came mid-eval: some rounds done, not all, no results yet.
+    assert 3 <= len(finished) < 30 and not (root / "work" / "resumed" / "ckpt_1.json").exists()
+    mtimes = {name: os.stat(rounds / name).st_mtime_ns for name in finished}
+
+    result = subprocess.run(_eval_command(root, "resumed"), cwd=REPO, env=_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {name: os.stat(rounds / name).st_mtime_ns for name in finished} == mtimes  # not computed again
+    assert len(list(rounds.glob("samples_*.npz"))) == 30
+
+    config = load_config(root / "config.py")
+    [straight] = evaluate(config, str(root / "work"), "straight")
+    resumed = json.loads((root / "work" / "resumed" / "ckpt_1.json").read_text())
+    assert straight["samples"]["num_images"] == 16 * 30 - 5
+    assert resumed["samples"] == straight["samples"]
+    assert resumed["real_test"] == straight["real_test"]
+    for r in range(30):
+        with np.load(rounds / f"samples_{r:05d}.npz") as a, \
+                np.load(root / "work" / "straight" / "ckpt_1" / f"samples_{r:05d}.npz") as b:
+            np.testing.assert_array_equal(a["images"], b["images"])
+    assert (root / "work" / "resumed" / "ckpt_1_samples.png").exists()
+
+
+@pytest.fixture
+def fake_workdir(tmp_path):
+    """Checkpoint 1 (step 8) and earlier results, none of which a failed eval may change."""
+    work = tmp_path / "work"
+    (work / "checkpoints" / "8").mkdir(parents=True)
+    (work / "checkpoints" / "8" / "state").write_bytes(b"a checkpoint")
+    (work / "eval").mkdir()
+    (work / "eval" / "ckpt_1.json").write_text('{"samples": {"fd": 1.5}}')
+    (tmp_path / "config.py").write_text(CONFIG_FILE)
+    return tmp_path
+
+
+def _inception_file_with_one_wrong_shape(path):
+    """Every key of the pytorch-fid state dict (as zero-stride views of one float), fc.weight misshapen."""
+    from test_pth import TensorSpec, write_pth
+
+    shapes = dict(pth.fid_inception_torch_shapes(), **{"fc.weight": (1000, 2048)})
+    specs = {k: TensorSpec("0", 0, shape, (0,) * len(shape)) for k, shape in shapes.items()}
+    write_pth(path, specs, {"0": np.zeros(1, np.float32)})
+
+
+@pytest.mark.parametrize("kind", ["wrong_shape", "absent"])
+def test_bad_inception_file_is_one_line_naming_it_and_touches_nothing(fake_workdir, kind):
+    from test_cli import snapshot
+
+    path = fake_workdir / "pt_inception-2015-12-05-6726825d.pth"
+    if kind == "wrong_shape":
+        _inception_file_with_one_wrong_shape(path)
+    before = snapshot(fake_workdir / "work")
+    result = subprocess.run(_eval_command(fake_workdir, "eval") + [f"--config.eval.inception_path={path}"],
+                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    expected = {"wrong_shape": f"error: {path} is not the FID Inception-v3 state dict: 1 wrong shapes: fc.weight "
+                               f"(1000, 2048) (expected (1008, 2048))",
+                "absent": f"error: FID Inception weights not found at {path}: download "
+                          f"pt_inception-2015-12-05-6726825d.pth"}[kind]
+    assert last.startswith(expected), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert snapshot(fake_workdir / "work") == before
+
+
+def test_missing_classifier_says_how_to_train_it(fake_workdir):
+    config = load_config(fake_workdir / "config.py")
+    with pytest.raises(ConfigError, match=r"No domain classifier at .*work/classifier/classifier.npz: train one "
+                                          r"with --mode train_classifier"):
+        evaluate(config, str(fake_workdir / "work"), "eval")
