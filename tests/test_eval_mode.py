@@ -244,3 +244,25 @@ def test_missing_classifier_says_how_to_train_it(fake_workdir):
     with pytest.raises(ConfigError, match=r"No domain classifier at .*work/classifier/classifier.npz: train one "
                                           r"with --mode train_classifier"):
         evaluate(config, str(fake_workdir / "work"), "eval")
+
+
+@pytest.mark.slow
+def test_inception_features_of_grey_images_are_those_of_their_rgb_copies(tmp_path, monkeypatch):
+    from test_inception import _random_variables
+
+    from evaluation import inception
+
+    variables = _random_variables(5)
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"stands for the weight file")
+    monkeypatch.setattr(pth, "load_fid_inception_params", lambda p: variables if p == str(path) else None)
+    config = ddpm_digits.get_config()
+    config.eval.inception_path = str(path)
+    net = features.get_feature_net(config, str(tmp_path))
+    assert net.name == "inception" and net.num_classes == 0
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+    out = features.compute_features(net, images, batch_size=2)  # two batches, the second padded
+    reference = inception.FIDInceptionV3().apply(variables, np.repeat(images, 3, axis=-1) / np.float32(255))
+    assert out["features"].shape == (3, 2048) and out["logits"].shape == (3, 1008)
+    np.testing.assert_allclose(out["features"], reference["pool3"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["logits"], reference["logits_unbiased"], rtol=1e-5, atol=1e-4)
