@@ -56,9 +56,9 @@ def get_base_config():
     # new: the domain classifier (evaluation/classifier.py; --mode train_classifier), whose features measure
     # sample quality where Inception weights are absent
     config.classifier = classifier = ml_collections.ConfigDict()
-    classifier.nf = 32  # channels of the first conv; the two later stages have 2 nf and 4 nf
+    classifier.nf = 16  # channels of the first convs; the later ones have 2 nf and 4 nf
     classifier.n_iters = 1000
-    classifier.batch_size = 128
+    classifier.batch_size = 64
     classifier.lr = 1e-3
 
     config.data = data = ml_collections.ConfigDict()

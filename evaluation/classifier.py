@@ -5,8 +5,8 @@ little), sample quality is measured in this network's feature space: Fréchet di
 penultimate layer, the class histogram of samples from its softmax, and its test accuracy to say how
 far its features can be trusted.
 
-    x in [0, 1] -> 2x - 1 -> 3 stages [conv3x3 (stride 1, 2, 2) -> GroupNorm -> swish (+ Dense(temb))],
-    channels nf, 2nf, 4nf -> spatial mean -> Dense(4nf) -> swish = features -> Dense(K) = logits
+    x in [0, 1] -> 2x - 1 -> 6 x [conv3x3 (+ Dense(temb)) -> GroupNorm -> swish], channels nf, nf, 2nf, 2nf,
+    4nf, 4nf, strides 1, 1, 2, 1, 2, 1 -> flatten -> Dense(4nf) -> swish = features -> Dense(K) = logits
 
 With time_conditional=True the same network is p(y | x_t, t) for classifier guidance: a sinusoidal
 embedding of the noise conditioning t enters every stage, and train_classifier's `perturb` draws (x_t, t).
@@ -37,7 +37,7 @@ class Classifier(nn.Module):
     """images (B, H, W, C) in [0, 1] [, t (B,)] -> {'features': (B, 4nf), 'logits': (B, num_classes)}."""
 
     num_classes: int
-    nf: int = 32
+    nf: int = 16
     time_conditional: bool = False
 
     @nn.compact
@@ -48,12 +48,12 @@ class Classifier(nn.Module):
         if self.time_conditional:
             temb = nn.swish(nn.Dense(4 * self.nf)(timestep_embedding(t, self.nf)))
         h = 2.0 * jnp.asarray(images, jnp.float32) - 1.0
-        for k, (mult, stride) in enumerate(((1, 1), (2, 2), (4, 2))):
+        for k, (mult, stride) in enumerate(((1, 1), (1, 1), (2, 2), (2, 1), (4, 2), (4, 1))):
             h = nn.Conv(mult * self.nf, (3, 3), strides=stride, padding="SAME", name=f"conv{k}")(h)
             if temb is not None:
                 h = h + nn.Dense(mult * self.nf, name=f"temb{k}")(temb)[:, None, None, :]
             h = nn.swish(nn.GroupNorm(num_groups=min(mult * self.nf // 4, 32), name=f"norm{k}")(h))
-        features = nn.swish(nn.Dense(4 * self.nf, name="features")(jnp.mean(h, axis=(1, 2))))
+        features = nn.swish(nn.Dense(4 * self.nf, name="features")(h.reshape(h.shape[0], -1)))
         return {"features": features, "logits": nn.Dense(self.num_classes, name="logits")(features)}
 
 

@@ -109,8 +109,8 @@ def test_rounds_are_reused_only_when_finished_and_made_with_the_same_key(tmp_pat
 
 def test_classifier_learns_digits_and_round_trips(tmp_path):
     config = ddpm_digits.get_config()
-    config.classifier.nf = 16
-    config.classifier.n_iters = 300
+    config.classifier.nf = 8
+    config.classifier.n_iters = 150
     path = classifier.train_classifier(config, str(tmp_path))
     assert path == str(tmp_path / "classifier" / "classifier.npz")
     model, params, meta = classifier.load_classifier(str(tmp_path / "classifier"))
