@@ -88,6 +88,8 @@ def get_base_config():
     model.attn_resolutions = (16,)
     model.resamp_with_conv = True
     model.conditional = True
+    model.num_classes = 0  # new: > 0 adds a class embedding; label num_classes is the null label (CFG)
+    model.dtype = "float32"  # new: compute dtype, "float32" or "bfloat16"; parameters stay float32
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

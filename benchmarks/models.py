@@ -1,0 +1,150 @@
+"""Forward / train-step cost of a score network: compile time, step time, memory and XLA FLOPs.
+
+    python -m benchmarks.models                                   # DDPM++ CIFAR-10, CPU, batch 4, float32
+    python -m benchmarks.models --batch 128 --dtype float32,bfloat16   # on a GPU
+
+Per dtype it prints, for the forward pass (train=False) and for one full training step
+(loss, backward, Adam, EMA; losses.step_fn_from_config as training runs it):
+compile time, median wall time per call and per image, XLA's FLOPs per image
+(compiled.cost_analysis()), XLA's planned memory (arguments + outputs + temporaries
+of the compiled program, compiled.memory_analysis()), the device's peak bytes in use
+(memory_stats(), where the backend reports it: GPU/TPU, not CPU) and the process's peak
+resident memory (host RAM, compilation included). Each dtype runs in its own process so
+peak memory is per dtype. Weights are random N(0, 1/fan_in):
+timings do not depend on values, and it skips compiling the initialiser.
+Figures are printed, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import datasets
+import losses
+import models
+import sde_lib
+
+
+def random_variables(config, seed: int = 0):
+    shapes = jax.eval_shape(lambda r: models.init_model(r, config), jax.random.PRNGKey(0))
+    rng = np.random.RandomState(seed)
+    return jax.tree_util.tree_map(
+        lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(max(np.prod(s.shape[:-1]), 1)), s.dtype), shapes)
+
+
+def xla_stats(compiled, batch: int) -> dict:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    planned = None
+    if mem is not None:
+        planned = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
+            - mem.alias_size_in_bytes
+    return {"gflops_per_image": cost.get("flops", float("nan")) / batch / 1e9, "planned_bytes": planned}
+
+
+def time_calls(fn, iters: int) -> float:
+    """Median seconds per call of fn() (which blocks on its result), after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def compile_timed(jitted, *args):
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def benchmark(config_name: str, batch: int, dtype: str, iters: int, train: bool) -> list[dict]:
+    config = importlib.import_module("configs." + config_name.replace("/", ".")).get_config()
+    config.model.dtype = dtype
+    config.training.batch_size = batch
+    model = models.get_model(config)
+    variables = random_variables(config)
+    d = config.data
+    rng = np.random.RandomState(1)
+    x = jnp.asarray(rng.uniform(size=(batch, d.image_size, d.image_size, d.num_channels)), jnp.float32)
+    t = jnp.asarray(rng.uniform(0.1, 1.0, size=(batch,)), jnp.float32)
+    rows = []
+
+    forward = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))
+    compiled, compile_s = compile_timed(forward, variables, x, t)
+    seconds = time_calls(lambda: compiled(variables, x, t).block_until_ready(), iters)
+    rows.append({"what": "forward", "compile_s": compile_s, "seconds": seconds, **xla_stats(compiled, batch)})
+
+    if train:
+        optimizer = losses.get_optimizer(config)
+        sde = sde_lib.from_config(config)
+        step_fn = losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
+                                             scaler=datasets.get_data_scaler(config))
+        state = losses.create_train_state(jax.random.PRNGKey(0), variables, optimizer)
+        batch_data = {"image": x}
+        step = jax.jit(step_fn, donate_argnums=(0,))
+        compiled, compile_s = compile_timed(step, state, batch_data)
+        holder = [state]
+
+        def run_step():
+            holder[0], loss = compiled(holder[0], batch_data)
+            loss.block_until_ready()
+
+        seconds = time_calls(run_step, iters)
+        rows.append({"what": "train step", "compile_s": compile_s, "seconds": seconds, **xla_stats(compiled, batch)})
+
+    stats = jax.devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    for row in rows:
+        row.update(batch=batch, dtype=dtype, peak_bytes=peak, rss_bytes=rss)
+    return rows
+
+
+def _mib(n):
+    return "n/a" if n is None else f"{n / 2**20:,.0f}"
+
+
+def print_rows(rows):
+    for r in rows:
+        print(f"{r['dtype']:>9} {r['what']:>10} {r['batch']:>5} {r['compile_s']:>9.1f} {1e3 * r['seconds']:>10.1f} "
+              f"{1e3 * r['seconds'] / r['batch']:>10.1f} {r['gflops_per_image']:>11.2f} "
+              f"{_mib(r['planned_bytes']):>12} {_mib(r['peak_bytes']):>10} {_mib(r['rss_bytes']):>10}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="vp/ddpmpp_cifar10_continuous", help="configs/<this>.py")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--dtype", default="float32", help="comma-separated: float32,bfloat16")
+    parser.add_argument("--iters", type=int, default=5, help="timed calls after one warm-up call")
+    parser.add_argument("--no_train", action="store_true", help="forward pass only")
+    args = parser.parse_args(argv)
+    dtypes = args.dtype.split(",")
+
+    if len(dtypes) > 1:  # one process per dtype, so the device's peak memory is that dtype's
+        for dtype in dtypes:
+            cmd = [sys.executable, "-m", "benchmarks.models", "--config", args.config, "--batch", str(args.batch),
+                   "--dtype", dtype, "--iters", str(args.iters)] + (["--no_train"] if args.no_train else [])
+            subprocess.run(cmd, check=True)
+        return
+
+    print(f"{args.config} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
+    print(f"{'dtype':>9} {'what':>10} {'batch':>5} {'compile_s':>9} {'ms/call':>10} {'ms/image':>10} "
+          f"{'GFLOP/image':>11} {'XLA_MiB':>12} {'peak_MiB':>10} {'RSS_MiB':>10}")
+    print_rows(benchmark(args.config, args.batch, dtypes[0], args.iters, train=not args.no_train))
+
+
+if __name__ == "__main__":
+    main()
