@@ -32,7 +32,6 @@ import os
 import jax
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 import datasets
 import losses
@@ -144,7 +143,7 @@ def _sample_rounds(config, model, sample_fn, state, net, k: int, folder: str) ->
     rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), 0)
 
     def compute(r):
-        x = np.asarray(sample_fn(jax.random.fold_in(rngs, r), state.ema_variables))
+        x = parallel.gather(sample_fn(jax.random.fold_in(rngs, r), state.ema_variables))
         if not np.all(np.isfinite(x)):
             raise FloatingPointError(f"Sampling checkpoint {k} gave non-finite values (round {r}); check "
                                      f"config.sampling (e.g. num_steps) and the checkpoint's training loss.")
@@ -180,8 +179,7 @@ def _bpd(config, sde, model, state, mesh, k: int, folder: str) -> dict:
     def compute(r):
         batch = parallel.shard_batch({"image": batches[r]["image"], "mask": batches[r]["mask"]}, mesh)
         bpd, nfe = bpd_fn(jax.random.fold_in(rngs, r), state.ema_variables, batch["image"])
-        gathered = multihost_utils.process_allgather({"bpd": bpd, "mask": batch["mask"]}, tiled=True)
-        return {**gathered, "nfe": np.asarray(nfe)}
+        return {"bpd": parallel.gather(bpd), "mask": parallel.gather(batch["mask"]), "nfe": np.asarray(nfe)}
 
     rounds = run_rounds(folder, "bpd", len(batches), key, compute, f"ckpt {k} bits/dim")
     bpd = np.concatenate([r["bpd"] for r in rounds])[np.concatenate([r["mask"] for r in rounds]) > 0]
@@ -200,7 +198,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     sde = sde_lib.from_config(config)
     model = models.get_model(config)
     net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
-    sample_fn = make_sample_fn(config, sde, model, e.batch_size) if e.enable_sampling else None
+    sample_fn = make_sample_fn(config, sde, model, e.batch_size, mesh) if e.enable_sampling else None
     if e.enable_bpd:
         from samplers.likelihood import get_likelihood_fn  # noqa: F401  (fails here, not after sampling)
 
@@ -215,6 +213,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     all_results = []
     try:
         for k, step in ckpts:
+            parallel.barrier("eval_checkpoint")  # hosts meet before the collectives of the restore and sampling
             state = restore_state(checkpointer, step, config, model, mesh)
             results = {"checkpoint": k, "step": step, "config": {"sampling": config.sampling.to_dict(),
                                                                  "eval": config.eval.to_dict()}}
