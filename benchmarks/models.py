@@ -17,12 +17,8 @@ Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import importlib
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -32,49 +28,19 @@ import datasets
 import losses
 import models
 import sde_lib
-
-
-def random_variables(config, seed: int = 0):
-    shapes = jax.eval_shape(lambda r: models.init_model(r, config), jax.random.PRNGKey(0))
-    rng = np.random.RandomState(seed)
-    return jax.tree_util.tree_map(
-        lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(max(np.prod(s.shape[:-1]), 1)), s.dtype), shapes)
+from benchmarks import common
 
 
 def xla_stats(compiled, batch: int) -> dict:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    planned = None
-    if mem is not None:
-        planned = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
-            - mem.alias_size_in_bytes
-    return {"gflops_per_image": cost.get("flops", float("nan")) / batch / 1e9, "planned_bytes": planned}
-
-
-def time_calls(fn, iters: int) -> float:
-    """Median seconds per call of fn() (which blocks on its result), after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def compile_timed(jitted, *args):
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    return compiled, time.perf_counter() - t0
+    return {"gflops_per_image": common.xla_flops(compiled) / batch / 1e9, "planned_bytes": common.planned_bytes(compiled)}
 
 
 def benchmark(config_name: str, batch: int, dtype: str, iters: int, train: bool) -> list[dict]:
-    config = importlib.import_module("configs." + config_name.replace("/", ".")).get_config()
+    config = common.load_config(config_name)
     config.model.dtype = dtype
     config.training.batch_size = batch
     model = models.get_model(config)
-    variables = random_variables(config)
+    variables = common.random_variables(config)
     d = config.data
     rng = np.random.RandomState(1)
     x = jnp.asarray(rng.uniform(size=(batch, d.image_size, d.image_size, d.num_channels)), jnp.float32)
@@ -82,8 +48,8 @@ def benchmark(config_name: str, batch: int, dtype: str, iters: int, train: bool)
     rows = []
 
     forward = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))
-    compiled, compile_s = compile_timed(forward, variables, x, t)
-    seconds = time_calls(lambda: compiled(variables, x, t).block_until_ready(), iters)
+    compiled, compile_s = common.compile_timed(forward, variables, x, t)
+    seconds = common.time_calls(lambda: compiled(variables, x, t).block_until_ready(), iters)
     rows.append({"what": "forward", "compile_s": compile_s, "seconds": seconds, **xla_stats(compiled, batch)})
 
     if train:
@@ -94,33 +60,26 @@ def benchmark(config_name: str, batch: int, dtype: str, iters: int, train: bool)
         state = losses.create_train_state(jax.random.PRNGKey(0), variables, optimizer)
         batch_data = {"image": x}
         step = jax.jit(step_fn, donate_argnums=(0,))
-        compiled, compile_s = compile_timed(step, state, batch_data)
+        compiled, compile_s = common.compile_timed(step, state, batch_data)
         holder = [state]
 
         def run_step():
             holder[0], loss = compiled(holder[0], batch_data)
             loss.block_until_ready()
 
-        seconds = time_calls(run_step, iters)
+        seconds = common.time_calls(run_step, iters)
         rows.append({"what": "train step", "compile_s": compile_s, "seconds": seconds, **xla_stats(compiled, batch)})
 
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     for row in rows:
-        row.update(batch=batch, dtype=dtype, peak_bytes=peak, rss_bytes=rss)
+        row.update(batch=batch, dtype=dtype, peak_bytes=common.peak_device_bytes(), rss_bytes=common.peak_host_bytes())
     return rows
-
-
-def _mib(n):
-    return "n/a" if n is None else f"{n / 2**20:,.0f}"
 
 
 def print_rows(rows):
     for r in rows:
         print(f"{r['dtype']:>9} {r['what']:>10} {r['batch']:>5} {r['compile_s']:>9.1f} {1e3 * r['seconds']:>10.1f} "
               f"{1e3 * r['seconds'] / r['batch']:>10.1f} {r['gflops_per_image']:>11.2f} "
-              f"{_mib(r['planned_bytes']):>12} {_mib(r['peak_bytes']):>10} {_mib(r['rss_bytes']):>10}")
+              f"{common.mib(r['planned_bytes']):>12} {common.mib(r['peak_bytes']):>10} {common.mib(r['rss_bytes']):>10}")
 
 
 def main(argv=None):

@@ -24,6 +24,7 @@ def get_base_config():
     training.snapshot_freq_for_preemption = 10000
     training.snapshot_sampling = True
     training.snapshot_num_samples = 64  # new: images in each snapshot grid
+    training.label_dropout = 0.0  # new: with model.num_classes > 0, rate of null labels (classifier-free guidance)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"

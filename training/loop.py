@@ -57,27 +57,32 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh):
 
     The output is sharded over the mesh's batch axis, and XLA partitions the whole
     sampling loop accordingly: each device integrates num_samples / devices samples.
+    A class-conditional model draws sample i from class i mod num_classes.
     """
     d = config.data
     sampler = samplers.from_config(config, sde, (num_samples, d.image_size, d.image_size, d.num_channels))
     inverse_scaler = datasets.get_data_inverse_scaler(config)
+    num_classes = config.model.num_classes
+    labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
 
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables):
-        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous)
+        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
+                                       labels=labels)
         x, _ = sampler(rng, score_fn)
         return jnp.clip(inverse_scaler(x), 0.0, 1.0)
 
     return sample
 
 
-def write_samples(images, workdir: str, step: int) -> str:
-    """Save a sample grid PNG (and the images as uint8 npz) under workdir/samples/; returns the PNG path."""
+def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> str:
+    """Save a sample grid PNG (nrow images a row; and the images as uint8 npz) under workdir/samples/;
+    returns the PNG path."""
     images = np.asarray(images)
     folder = os.path.join(workdir, "samples")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"step_{step:08d}.png")
-    save_image_grid(images, path)
+    save_image_grid(images, path, nrow=nrow)
     np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"),
                         image=np.round(images * 255).astype(np.uint8))
     return path
@@ -121,7 +126,8 @@ def train(config, workdir: str) -> losses.TrainState:
         if sample_fn is not None:
             images = parallel.gather(sample_fn(jax.random.fold_in(sample_rng, step), state.ema_variables))
             if is_chief:
-                logging.info("Step %d: samples written to %s", step, write_samples(images, workdir, step))
+                path = write_samples(images, workdir, step, nrow=config.model.num_classes or None)
+                logging.info("Step %d: samples written to %s", step, path)
 
     pending, window_start, window_step = [], time.perf_counter(), step
     bar = tqdm(total=t.n_iters, initial=step, desc="train", unit="step", disable=not is_chief, dynamic_ncols=True)
