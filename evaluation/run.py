@@ -108,7 +108,9 @@ def quality(feats, logits, ref, config, num_classes: int) -> dict:
     if "features" in ref:
         out["kid"], out["kid_std"] = metrics.kernel_inception_distance(feats, ref["features"], e.kid_subsets,
                                                                       e.kid_subset_size, rng=0)
-    out["is"], out["is_std"] = metrics.inception_score(logits, num_splits=min(10, len(logits)))
+    # IS is averaged over splits, so they must not follow the data's order (a split of one class scores 1).
+    shuffled = np.asarray(logits)[np.random.default_rng(0).permutation(len(logits))]
+    out["is"], out["is_std"] = metrics.inception_score(shuffled, num_splits=min(10, len(logits)))
     if num_classes:
         out["class_histogram"] = np.bincount(np.argmax(logits, axis=-1), minlength=num_classes).tolist()
     return out
@@ -131,7 +133,7 @@ def _eval_loss(config, sde, model, state, mesh) -> float:
                                                  scaler=datasets.get_data_scaler(config)))
     batch_losses = []
     for batch, _ in zip(test_data.ordered_batches(b), range(len(test_data) // b)):
-        state, loss = step_fn(state, parallel.shard_batch({"image": batch["image"]}, mesh))
+        state, loss = step_fn(state, parallel.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh))
         batch_losses.append(float(loss))
     return float(np.mean(batch_losses))
 

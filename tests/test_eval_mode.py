@@ -16,7 +16,7 @@ import datasets
 import losses
 import models
 from configs.vp import ddpm_digits
-from evaluation import classifier, features, pth, resumable
+from evaluation import classifier, features, metrics, pth, resumable
 from evaluation.run import checkpoint_steps, evaluate
 from training.checkpoint import Checkpointer
 from training.validation import ConfigError
@@ -266,3 +266,20 @@ def test_inception_features_of_grey_images_are_those_of_their_rgb_copies(tmp_pat
     assert out["features"].shape == (3, 2048) and out["logits"].shape == (3, 1008)
     np.testing.assert_allclose(out["features"], reference["pool3"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["logits"], reference["logits_unbiased"], rtol=1e-5, atol=1e-4)
+
+
+def test_quality_of_a_class_sorted_set_against_itself():
+    """Real splits come sorted by class: the IS splits must be shuffled (else each holds one class, IS = 1)."""
+    from evaluation.run import quality
+
+    labels = np.repeat(np.arange(10), 50)
+    logits = 30.0 * np.eye(10)[labels]  # confident and balanced: IS = 10
+    feats = np.random.default_rng(0).normal(size=(500, 4)) + labels[:, None]
+    ref = dict(zip(("mu", "sigma"), metrics.feature_statistics(feats)), features=feats)
+    config = ddpm_digits.get_config()
+    config.eval.kid_subsets = 5
+    out = quality(feats, logits, ref, config, num_classes=10)
+    # exp(H(p(y))) of random 50-image splits of a balanced set: a little under 10 (1 if split in class order).
+    assert 9.0 < out["is"] <= 10.0
+    assert out["fd"] == pytest.approx(0.0, abs=1e-9)
+    assert out["class_histogram"] == [50] * 10 and out["num_images"] == 500
