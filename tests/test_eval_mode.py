@@ -283,3 +283,21 @@ def test_quality_of_a_class_sorted_set_against_itself():
     assert 9.0 < out["is"] <= 10.0
     assert out["fd"] == pytest.approx(0.0, abs=1e-9)
     assert out["class_histogram"] == [50] * 10 and out["num_images"] == 500
+
+
+def test_fid_stats_writes_both_splits_and_reports_the_noise_floor(eval_workdir):
+    from evaluation.run import fid_stats
+
+    config = load_config(eval_workdir / "config.py")
+    work = str(eval_workdir / "work")
+    real = fid_stats(config, work, "stats_only")
+    net = features.get_feature_net(config, work)
+    for split, n in (("train", 1618), ("test", 179)):
+        stats = metrics.load_reference_stats(features.stats_path(config, work, "stats_only", net, split))
+        assert stats["features"].shape == (n, 32) and stats["labels"].shape == (n,)
+        assert str(stats["fingerprint"]) == net.fingerprint
+    model, params, meta = classifier.load_classifier(os.path.join(work, "classifier"))
+    test = datasets.load_split(config, "test", host_index=0, host_count=1)
+    predict = jax.jit(lambda x: model.apply({"params": params}, x)["logits"])
+    assert real["classifier_accuracy"] == pytest.approx(classifier.accuracy(predict, test, 50))
+    assert real["num_images"] == 179 and sum(real["class_histogram"]) == 179 and real["fd"] > 0
