@@ -1,8 +1,11 @@
 """What every data source is: a random-access sequence of (uint8 image, int label) examples."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-from typing import Protocol
+import functools
+import os
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -38,3 +41,18 @@ class ArraySource:
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.images[indices], self.labels[indices]
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1))
+
+
+def parallel_map(fn: Callable, items: Iterable) -> list:
+    """[fn(item) for item in items], in order, on a thread pool (PIL decoding and resizing release the GIL)."""
+    return list(_pool().map(fn, items))
+
+
+def stack_images(images: list, fmt) -> np.ndarray:
+    """The images as one uint8 array; (0, size, size, channels) when there are none."""
+    return np.stack(images) if images else np.zeros((0, fmt.size, fmt.size, fmt.channels), np.uint8)

@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from data_sources.base import ArraySource, DatasetError
+from data_sources.base import ArraySource, DatasetError, parallel_map, stack_images
 from data_sources.preprocess import ImageFormat
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -56,10 +56,8 @@ class FolderSource:
         return len(self.paths)
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = [_decode(self.paths[i], self.fmt) for i in indices]
-        if not images:
-            return np.zeros((0, self.fmt.size, self.fmt.size, self.fmt.channels), np.uint8), self.labels[:0]
-        return np.stack(images), self.labels[indices]
+        images = parallel_map(lambda i: _decode(self.paths[i], self.fmt), indices)
+        return stack_images(images, self.fmt), self.labels[indices]
 
 
 def list_images(root: str) -> list[str]:

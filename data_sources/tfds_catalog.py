@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from data_sources.base import DatasetError
+from data_sources.base import DatasetError, parallel_map, stack_images
 from data_sources.preprocess import ImageFormat
 from data_sources.tfrecord import RecordFile
 
@@ -57,35 +57,25 @@ def prepared_dir(root: str, name: str) -> str | None:
     return os.path.join(folder, max(ready, key=_version_key)) if ready else None
 
 
-class _DecodedRecords:
-    """TFRecord shards of a TFDS split, decoded like `as_data_source` decodes array_record shards."""
-
-    def __init__(self, paths, features):
-        self.records, self.features = RecordFile([os.fspath(p) for p in paths]), features
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitems__(self, keys):
-        return [self.features.deserialize_example_np(r) for r in self.records.__getitems__(keys)]
-
-
 @dataclasses.dataclass(frozen=True)
 class TfdsSource:
     """One split of a prepared TFDS image dataset: its 'image' feature and its 'label' (0 if it has none)."""
 
-    examples: object  # __len__ and __getitems__(keys) -> list of feature dicts
+    records: object  # serialized examples: __len__ and __getitems__(keys) -> list of bytes
+    features: object  # the dataset's tfds.features.FeaturesDict
     fmt: ImageFormat
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.records)
+
+    def _example(self, record: bytes) -> tuple[np.ndarray, int]:
+        example = self.features.deserialize_example_np(record)
+        return self.fmt(np.asarray(example["image"])), int(np.asarray(example.get("label", 0)).reshape(-1)[0])
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        items = self.examples.__getitems__([int(i) for i in indices]) if len(indices) else []
-        if not items:
-            return np.zeros((0, self.fmt.size, self.fmt.size, self.fmt.channels), np.uint8), np.zeros(0, np.int32)
-        labels = np.array([int(np.asarray(item.get("label", 0)).reshape(-1)[0]) for item in items], np.int32)
-        return np.stack([self.fmt(np.asarray(item["image"])) for item in items]), labels
+        records = self.records.__getitems__([int(i) for i in indices]) if len(indices) else []
+        pairs = parallel_map(self._example, records)
+        return stack_images([im for im, _ in pairs], self.fmt), np.array([y for _, y in pairs], np.int32)
 
 
 def open_split(root: str, name: str, split: str, fmt: ImageFormat) -> TfdsSource:
@@ -112,16 +102,16 @@ def open_split(root: str, name: str, split: str, fmt: ImageFormat) -> TfdsSource
     file_format = getattr(info.file_format, "value", info.file_format) or "tfrecord"
     if file_format == "array_record":
         try:
-            examples = builder.as_data_source(split=split)
+            records = builder.as_data_source(split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES)
         except ImportError as e:
             raise DatasetError(f"Reading {path} (array_record files) needs the array-record package: "
                                f"pip install array-record.") from e
     elif file_format == "tfrecord":
-        examples = _DecodedRecords(info.splits[split].filepaths, info.features)
+        records = RecordFile([os.fspath(p) for p in info.splits[split].filepaths])
     else:
         raise DatasetError(f"TFDS dataset {name} in {path} is stored as {file_format}; rebuild it with "
                            f"`tfds build {name.partition(':')[0]} --file_format=array_record`.")
-    return TfdsSource(examples, fmt)
+    return TfdsSource(records, info.features, fmt)
 
 
 def named(config, split: str, fmt: ImageFormat) -> TfdsSource:

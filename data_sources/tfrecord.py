@@ -18,7 +18,7 @@ import struct
 
 import numpy as np
 
-from data_sources.base import DatasetError
+from data_sources.base import DatasetError, parallel_map, stack_images
 from data_sources.preprocess import ImageFormat
 
 
@@ -148,9 +148,9 @@ class ProganSource:
                                f"({{'shape', 'data'}}): {e}.") from e
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = [self.fmt(self._image(r)) for r in self.records.__getitems__(indices)]
-        stacked = np.stack(images) if images else np.zeros((0, self.fmt.size, self.fmt.size, self.fmt.channels), np.uint8)
-        return stacked, np.zeros(len(images), np.int32)
+        records = self.records.__getitems__(indices)
+        images = parallel_map(lambda r: self.fmt(self._image(r)), records)
+        return stack_images(images, self.fmt), np.zeros(len(records), np.int32)
 
 
 def progan(config, split: str, fmt: ImageFormat):
