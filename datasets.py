@@ -9,6 +9,8 @@ config.data.dataset names the source (case-insensitive):
   ~/tensorflow_datasets) without TensorFlow: score_sde's 'CIFAR10', 'SVHN' (svhn_cropped),
   'CELEBA' (celeb_a, 140x140 centre crop), 'LSUN' (lsun/<config.data.category>), and any
   'tfds:NAME[/CONFIG][:VERSION]', e.g. 'tfds:fashion_mnist' or 'tfds:mnist' for TFDS's full copies.
+  Prepare one once, where TensorFlow and the internet are: `tfds build cifar10 --data_dir=DIR
+  --file_format=array_record` (TFRecord-format data dirs are read too).
 - 'CelebAHQ', 'FFHQ': progressive-GAN TFRecords at config.data.tfrecords_path, or an image folder.
 - a user's files at config.data.path (test split: config.data.eval_path, else the same data):
   'folder' (images of any size, in class subfolders or not), 'npz' ('image' uint8 (N, H, W[, C]),

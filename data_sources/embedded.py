@@ -57,5 +57,6 @@ def fashion_mnist(config, split: str, fmt: ImageFormat) -> ArraySource:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise DatasetError(f"Fashion-MNIST file {missing[0]} not found: install the Debian package "
-                           f"dataset-fashion-mnist or set config.data.data_dir to a folder of the official IDX .gz files.")
+                           f"dataset-fashion-mnist or set config.data.data_dir to a folder of the official IDX "
+                           f".gz files.")
     return idx_pair(*paths, fmt)

@@ -99,7 +99,8 @@ def folder(config, split: str, fmt: ImageFormat) -> FolderSource:
 # ----------------------------------------------------------------------------- arrays
 
 def _checked_images(images: np.ndarray, path: str) -> np.ndarray:
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
+    channels_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4))
+    if images.dtype != np.uint8 or not channels_ok:
         raise DatasetError(f"The images in {path} must be uint8 (N, H, W) or (N, H, W, C) with C in 1, 3, 4; "
                            f"got {images.dtype} {images.shape}.")
     return images if images.ndim == 4 else images[..., None]

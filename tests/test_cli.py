@@ -76,6 +76,16 @@ def test_missing_dataset_package_names_what_to_install(tmp_path, workdir):
     assert snapshot(workdir) == before
 
 
+
+def assert_rejected_untouched(workdir, message, *overrides):
+    before = snapshot(workdir)
+    result = run_main("--workdir", str(workdir), *overrides)
+    assert result.returncode != 0
+    assert f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(workdir) == before
+
+
 def test_unreadable_image_in_a_folder_dataset_is_named(tmp_path, workdir):
     from PIL import Image
 
@@ -83,12 +93,8 @@ def test_unreadable_image_in_a_folder_dataset_is_named(tmp_path, workdir):
     images.mkdir()
     Image.new("L", (8, 8)).save(images / "fine.png")
     (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    before = snapshot(workdir)
-    result = run_main("--workdir", str(workdir), "--config.data.dataset=folder", f"--config.data.path={images}")
-    assert result.returncode != 0
-    assert f"error: Cannot read image {images / 'corrupt.jpg'}" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert snapshot(workdir) == before
+    assert_rejected_untouched(workdir, f"Cannot read image {images / 'corrupt.jpg'}",
+                              "--config.data.dataset=folder", f"--config.data.path={images}")
 
 
 def test_truncated_npz_is_named(tmp_path, workdir):
@@ -97,9 +103,5 @@ def test_truncated_npz_is_named(tmp_path, workdir):
     path = tmp_path / "digits.npz"
     np.savez(path, image=np.zeros((100, 8, 8), np.uint8))
     path.write_bytes(path.read_bytes()[:3000])
-    before = snapshot(workdir)
-    result = run_main("--workdir", str(workdir), "--config.data.dataset=npz", f"--config.data.path={path}")
-    assert result.returncode != 0
-    assert f"error: Cannot read .npz file {path}" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert snapshot(workdir) == before
+    assert_rejected_untouched(workdir, f"Cannot read .npz file {path}",
+                              "--config.data.dataset=npz", f"--config.data.path={path}")
