@@ -116,7 +116,10 @@ class Dataset:
             flip = rng.random(len(images)) < 0.5
             images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         if self.uniform_dequantization:
-            return (images + rng.random(images.shape, np.float32)) / np.float32(256)
+            x = rng.random(images.shape, np.float32)
+            x += images
+            x *= np.float32(1 / 256)  # a power of two: exactly x / 256
+            return x
         return images / np.float32(255)
 
     def batch(self, step: int, global_batch: int, augment: bool = True) -> dict[str, np.ndarray]:

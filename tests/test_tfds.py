@@ -21,10 +21,11 @@ OFFICIAL_MTIME = {"train": 1504176606, "t10k": 1504176627}
 PREPARE = """
 import sys
 import tensorflow_datasets as tfds
-data_dir, manual_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-config = tfds.download.DownloadConfig(manual_dir=manual_dir, max_examples_per_split=n or None)
-tfds.builder("fashion_mnist", data_dir=data_dir, file_format="array_record").download_and_prepare(
-    download_config=config)
+manual_dir, jobs = sys.argv[1], sys.argv[2:]
+for data_dir, file_format, n in zip(jobs[::3], jobs[1::3], map(int, jobs[2::3])):
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, max_examples_per_split=n or None)
+    tfds.builder("fashion_mnist", data_dir=data_dir, file_format=file_format).download_and_prepare(
+        download_config=config)
 """
 
 needs_files = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR),
@@ -48,7 +49,8 @@ def registered_checksums():
         return {line.split()[3]: line.split()[2] for line in f if line.strip()}
 
 
-def prepare(tmp_path, max_examples):
+def prepare(tmp_path, *jobs):
+    """TFDS prepares fashion_mnist once per (data dir name, file format, max examples per split; 0: all)."""
     manual = tmp_path / "manual"
     manual.mkdir()
     for split, mtime in OFFICIAL_MTIME.items():
@@ -56,12 +58,13 @@ def prepare(tmp_path, max_examples):
             official_gz(path, manual / os.path.basename(path), mtime)
     sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in manual.iterdir()}
     assert sums == registered_checksums()
-    run_with_tensorflow(PREPARE, tmp_path / "tfds", manual, max_examples)
-    return tmp_path / "tfds"
+    args = []
+    for name, file_format, max_examples in jobs:
+        args += [tmp_path / name, file_format, max_examples]
+    run_with_tensorflow(PREPARE, manual, *args)
 
 
-def check_against_idx(tmp_path, max_examples):
-    data_dir = prepare(tmp_path, max_examples)
+def check_against_idx(data_dir, max_examples):
     config = default_fashion_mnist.get_default_configs()
     config.data.dataset, config.data.tfds_data_dir = "tfds:fashion_mnist", str(data_dir)
     had_tensorflow = "tensorflow" in sys.modules
@@ -89,7 +92,10 @@ def check_against_idx(tmp_path, max_examples):
 @needs_files
 @needs_tfds
 def test_tfds_prepares_fashion_mnist_offline_and_we_read_it(tmp_path):
-    check_against_idx(tmp_path, max_examples=1000)
+    """Both of TFDS's file formats: array_record (read through tfds) and tfrecord (our TFRecord reader)."""
+    prepare(tmp_path, ("array_record", "array_record", 1000), ("tfrecord", "tfrecord", 200))
+    check_against_idx(tmp_path / "array_record", max_examples=1000)
+    check_against_idx(tmp_path / "tfrecord", max_examples=200)
 
 
 @pytest.mark.slow
@@ -97,7 +103,8 @@ def test_tfds_prepares_fashion_mnist_offline_and_we_read_it(tmp_path):
 @needs_tfds
 def test_tfds_full_fashion_mnist(tmp_path):
     """All 60,000 + 10,000 examples (TFDS encodes each as PNG through TensorFlow: about a minute)."""
-    check_against_idx(tmp_path, max_examples=0)
+    prepare(tmp_path, ("tfds", "array_record", 0))
+    check_against_idx(tmp_path / "tfds", max_examples=0)
 
 
 def test_unprepared_tfds_dataset_says_how_to_prepare_it(tmp_path):
