@@ -31,7 +31,7 @@ for data_dir, file_format, n in zip(jobs[::3], jobs[1::3], map(int, jobs[2::3]))
 needs_files = pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR),
                                  reason="Debian's dataset-fashion-mnist is not installed")
 needs_tfds = pytest.mark.skipif(importlib.util.find_spec("tensorflow_datasets") is None,
-                                reason="tensorflow-datasets is not installed (pip install -r requirements-test.txt)")
+                                reason="tensorflow-datasets is not installed (pip install -r requirements.txt)")
 
 
 def official_gz(debian_path, out_path, mtime):
