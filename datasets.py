@@ -17,8 +17,9 @@ config.data.dataset names the source (case-insensitive):
   optional 'label'), 'idx' (an MNIST-format images file; labels from the matching 'labels-idx1' file).
 
 Every source (data_sources/) yields uint8 images at config.data.image_size / num_channels
-(optional centre crop config.data.crop_size, then short side resized and centre-cropped), read
-on demand, so a dataset need not fit in memory. `Dataset` batches any source:
+(optional centre crop config.data.crop_size, then short side resized and centre-cropped). Folders,
+TFRecords and TFDS datasets are decoded a batch at a time, so they need not fit in memory; embedded,
+npz and IDX data are held in memory. `Dataset` batches any source:
 
     {'image': float32 (B_host, H, W, C) in [0, 1], 'label': int32 (B_host,)}
 
