@@ -24,6 +24,7 @@ def get_base_config():
     training.snapshot_freq_for_preemption = 10000
     training.snapshot_sampling = True
     training.snapshot_num_samples = 64  # new: images in each snapshot grid
+    training.label_dropout = 0.0  # new: with model.num_classes > 0, rate of null labels (classifier-free guidance)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -79,6 +80,8 @@ def get_base_config():
     model.attn_resolutions = (16,)
     model.resamp_with_conv = True
     model.conditional = True
+    model.num_classes = 0  # new: > 0 adds a class embedding; label num_classes is the null label (CFG)
+    model.dtype = "float32"  # new: compute dtype, "float32" or "bfloat16"; parameters stay float32
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

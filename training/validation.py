@@ -16,7 +16,8 @@ def validate_train_config(config, num_devices: int = 1) -> None:
         if value < 1 or value % k:
             raise ConfigError(f"config.training.{name}={value} must be a positive multiple of "
                               f"config.training.n_jitted_steps={k}.")
-    for name, value in (("training.batch_size", t.batch_size), ("eval.batch_size", config.eval.batch_size)):
+    for name, value in (("training.batch_size", t.batch_size), ("eval.batch_size", config.eval.batch_size),
+                        ("training.snapshot_num_samples", t.snapshot_num_samples)):
         if value < 1 or value % num_devices:
             raise ConfigError(f"config.{name}={value} must be a positive multiple of the {num_devices} devices.")
     if not t.continuous and t.sde.lower() == "subvpsde":
