@@ -1,6 +1,6 @@
 """Images/s of the data pipeline per source, next to the training images/s of a CIFAR-10 model.
 
-    python benchmarks/data_throughput.py [--tfds_data_dir DIR --tfds_name fashion_mnist] [--train_config ...]
+    python -m benchmarks.data_throughput [--tfds_data_dir DIR --tfds_name fashion_mnist] [--train_config ...]
 
 Each source is batched by datasets.Dataset exactly as training reads it (seeded shuffle, random flips,
 uniform dequantization, batch 128) at 32x32x3 (CIFAR-10) and 64x64x3 (CelebA-64); the figure is
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import datasets  # noqa: E402
-from data_sources import ArraySource, ImageFormat, local, tfds_catalog  # noqa: E402
+import datasets
+from data_sources import ArraySource, ImageFormat, local, tfds_catalog
 
 
 def images_per_second(source, batch: int, repeats: int) -> float:
@@ -68,38 +65,36 @@ def sources(size: int, n: int, workdir: str, tfds_dir: str, tfds_name: str):
         yield f"TFDS array_record ({tfds_name})", tfds_catalog.open_split(tfds_dir, tfds_name, "train", fmt)
 
 
-def training_images_per_second(config_path: str, batch: int, repeats: int) -> tuple[float, int]:
-    import importlib.util
-
+def training_images_per_second(config_name: str, batch: int, iters: int) -> tuple[float, int]:
+    """(images/s, parameter count) of one compiled optimizer step of configs/<config_name>.py, as the train loop
+    builds it (see benchmarks/train_throughput.py for the full report: FLOPs, memory, MFU)."""
     import jax
 
     import losses
     import models
     import sde_lib
+    from benchmarks import common
+    from training import parallel
     from training.loop import fuse_steps
 
-    spec = importlib.util.spec_from_file_location("experiment", config_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = common.load_config(config_name)
+    mesh = parallel.make_mesh()
     sde, model, optimizer = sde_lib.from_config(config), models.get_model(config), losses.get_optimizer(config)
-    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(0))
-    state = losses.create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    variables = common.random_variables(config)
+    state = parallel.replicate(losses.create_train_state(jax.random.PRNGKey(0), variables, optimizer), mesh)
     step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
                                                  scaler=datasets.get_data_scaler(config)), donate=True)
     d = config.data
     x = np.random.default_rng(0).random((1, batch, d.image_size, d.image_size, d.num_channels), np.float32)
-    batch_dict = {"image": x, "label": np.zeros((1, batch), np.int32)}
-    state, loss = step(state, batch_dict)  # compile
-    jax.block_until_ready(loss)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        state, loss = step(state, batch_dict)
-        jax.block_until_ready(loss)
-        times.append(time.perf_counter() - start)
-    return batch / float(np.median(times)), n_params
+    batch_arrays = parallel.shard_batch({"image": x}, mesh, batch_axis=1)
+    compiled, _ = common.compile_timed(step, state, batch_arrays)
+    holder = [state]
+
+    def run():
+        holder[0], step_losses = compiled(holder[0], batch_arrays)
+        step_losses.block_until_ready()
+
+    return batch / common.time_calls(run, iters), sum(v.size for v in jax.tree_util.tree_leaves(variables["params"]))
 
 
 def main():
@@ -109,9 +104,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--tfds_data_dir", default=os.environ.get("TFDS_DATA_DIR", ""))
     parser.add_argument("--tfds_name", default="fashion_mnist")
-    parser.add_argument("--train_config", default="configs/vp/ddpm_cifar10.py")
-    parser.add_argument("--train_batch", type=int, default=8)
-    parser.add_argument("--train_repeats", type=int, default=3)
+    parser.add_argument("--train_config", default="vp/ddpmpp_cifar10_continuous", help="configs/<this>.py")
+    parser.add_argument("--train_batch", type=int, default=4)
+    parser.add_argument("--train_iters", type=int, default=3)
     parser.add_argument("--skip_train", action="store_true")
     args = parser.parse_args()
 
@@ -125,7 +120,7 @@ def main():
     print(f"slowest source at 32x32: {slowest32:.0f} images/s (batch {args.batch}, flips + dequantization)")
     if args.skip_train:
         return
-    train_ips, n_params = training_images_per_second(args.train_config, args.train_batch, args.train_repeats)
+    train_ips, n_params = training_images_per_second(args.train_config, args.train_batch, args.train_iters)
     print(f"training {args.train_config} ({n_params / 1e6:.1f}M params), batch {args.train_batch}: "
           f"{train_ips:.2f} images/s")
     print(f"slowest data source / training: {slowest32 / train_ips:.0f}x")
