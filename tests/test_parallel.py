@@ -14,7 +14,8 @@ import datasets
 import losses
 import models
 import sde_lib
-from train_worker import local_params, tiny_config
+from helpers import tiny_config
+from train_worker import local_params
 from training import parallel
 from training.checkpoint import Checkpointer
 from training.loop import fuse_steps, train

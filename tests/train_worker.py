@@ -15,24 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs.vp import ddpm_digits  # noqa: E402
 from training import parallel  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 from training.loop import train  # noqa: E402
-
-
-def tiny_config():
-    config = ddpm_digits.get_config()
-    config.model.nf = 8
-    config.training.batch_size = 16
-    config.training.snapshot_sampling = False
-    config.training.log_freq = 2
-    config.training.eval_freq = 2
-    config.training.snapshot_freq = 4
-    config.training.snapshot_freq_for_preemption = 2
-    config.eval.batch_size = 16
-    config.optim.warmup = 0
-    config.optim.lr = 2e-3
-    return config
 
 
 def local_params(state):
