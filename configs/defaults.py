@@ -70,6 +70,12 @@ def get_base_config():
     data.uniform_dequantization = False
     data.centered = False
     data.data_dir = ""  # new: where a dataset's files are, when it is not installed with a package
+    data.category = ""  # LSUN category, e.g. "bedroom" (score_sde's name)
+    data.tfrecords_path = ""  # CelebAHQ / FFHQ: progressive-GAN TFRecords file or glob (score_sde's name)
+    data.tfds_data_dir = ""  # new: TFDS data dir of prepared datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    data.path = ""  # new: dataset "folder" / "npz" / "idx" (or CelebAHQ / FFHQ images): training data path
+    data.eval_path = ""  # new: the test split's path for those; "" = evaluate on the training data
+    data.crop_size = 0  # new: centre crop to crop_size x crop_size before resizing; 0 = dataset default (CELEBA 140)
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "ddpm"

@@ -35,7 +35,7 @@ def parse_report(stdout: str) -> dict:
 
 
 def restore_params(workdir):
-    config = tiny_config()
+    config = tiny_config()  # the optimizer's hyperparameters do not change the state's structure
     model = models.get_model(config)
     like = losses.create_train_state(jax.random.PRNGKey(0), models.init_model(jax.random.PRNGKey(1), config, model),
                                      losses.get_optimizer(config))
@@ -45,8 +45,12 @@ def restore_params(workdir):
 
 def test_four_devices_train_the_same_parameters_as_one(tmp_path):
     runs = {}
+    # Adam turns a near-zero gradient g into an update lr * g / (|g| + eps): with the default eps = 1e-8 the
+    # rounding of g, which depends on the order of the cross-device sum, becomes an lr-sized difference.
+    # eps = 1e-4 keeps the comparison about the gradients themselves.
     for devices in (1, 4):
-        result = subprocess.run([sys.executable, WORKER, str(tmp_path / f"d{devices}"), "4"], capture_output=True,
+        result = subprocess.run([sys.executable, WORKER, str(tmp_path / f"d{devices}"), "4", "optim.eps=1e-4"],
+                                capture_output=True,
                                 text=True, timeout=600, cwd=REPO, env=worker_env(
                                     XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
         assert result.returncode == 0, result.stderr[-2000:]

@@ -1,6 +1,6 @@
 """Train the tiny digits config in a fresh process and print a digest of the parameters it ends with.
 
-    python tests/train_worker.py WORKDIR N_ITERS
+    python tests/train_worker.py WORKDIR N_ITERS [section.field=value ...]
 
 Used by tests that need their own device count (XLA_FLAGS) or several processes (JAX_NUM_PROCESSES ...).
 Prints one JSON line: {"process": i, "devices": n, "step": s, "params_sha256": ..., "param_sum": ...}.
@@ -29,6 +29,10 @@ if __name__ == "__main__":
     parallel.initialize_distributed()
     config = tiny_config()
     config.training.n_iters = int(sys.argv[2])
+    for override in sys.argv[3:]:
+        section, rest = override.split(".", 1)
+        field, value = rest.split("=", 1)
+        config[section][field] = type(config[section][field])(value)
     state = train(config, sys.argv[1])
     params = local_params(state)
     print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(), "step": int(state.step),
