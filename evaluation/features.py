@@ -105,9 +105,16 @@ def split_statistics(config, workdir: str, eval_folder: str, net: FeatureNet, sp
             return stats
         logging.warning("%s was computed with other %s weights; computing it again.", path, net.name)
     data = datasets.load_split(config, split, host_index=0, host_count=1)
-    out = compute_features(net, data.images, config.eval.batch_size)
+    b = config.eval.batch_size
+    parts, labels = [], []
+    for start in range(0, len(data), b):  # streamed: a large split is never in memory whole
+        images, batch_labels = data.source.read(np.arange(start, min(start + b, len(data))))
+        parts.append(compute_features(net, images, b))
+        labels.append(batch_labels)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     mu, sigma = metrics.feature_statistics(out["features"])
-    stats = {"mu": mu, "sigma": sigma, **out, "labels": data.labels, "fingerprint": np.asarray(net.fingerprint)}
+    stats = {"mu": mu, "sigma": sigma, **out, "labels": np.concatenate(labels),
+             "fingerprint": np.asarray(net.fingerprint)}
     if jax.process_index() == 0:
         metrics.save_reference_stats(path, **stats)
         logging.info("Statistics of the %d %s images of %s written to %s.", len(data), split, config.data.dataset,
