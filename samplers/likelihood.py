@@ -70,8 +70,9 @@ def get_likelihood_fn(sde, hutchinson_type: str = "rademacher", rtol: float = 1e
     hutchinson_type: 'rademacher' | 'gaussian' (unbiased estimates) | 'exact' (Jacobian trace, small D).
     inverse_scaler: the data inverse scaler (model range -> [0, 1], datasets.get_data_inverse_scaler);
     it must be affine, and gives a = dx/du above. None means x is already in [0, 1] (a = 1).
-    z = x(T) is the latent and nfe counts the evaluations of the augmented vector field (each one
-    score evaluation with its Jacobian-vector product, or D of them for 'exact').
+    rng draws the Hutchinson probes (unused for 'exact'). z = x(T) is the latent and nfe counts the
+    evaluations of the augmented vector field (each one score evaluation with its Jacobian-vector
+    product, or D of them for 'exact').
     """
     if hutchinson_type not in HUTCHINSON_TYPES:
         raise ValueError(f"Unknown hutchinson_type {hutchinson_type!r}; choose one of {HUTCHINSON_TYPES}.")

@@ -108,3 +108,13 @@ def test_bad_options_are_errors():
         likelihood.get_likelihood_fn(sde, inverse_scaler=lambda x: x**2)
     with pytest.raises(ValueError, match="ODE method"):
         likelihood.get_likelihood_fn(sde, method="rk4")
+
+
+def test_from_config_reads_the_eval_fields():
+    from configs.defaults import get_base_config
+
+    config = get_base_config()
+    likelihood.from_config(config, sde_lib.VPSDE())
+    config.eval.hutchinson_type = "hutch"
+    with pytest.raises(ValueError, match="hutchinson_type"):
+        likelihood.from_config(config, sde_lib.VPSDE())
