@@ -66,17 +66,15 @@ def test_discrete_time_score_with_the_ddpm_chain():
     assert_reproduces(GM, x, 2.0, "vp ancestral, discrete-time score")
 
 
-_PAIRS = [(s, p, c) for s, p, c in itertools.product(
-    SDES, ["euler_maruyama", "reverse_diffusion", "ancestral_sampling"], ["none", "langevin", "ald"])
-    if not (p == "ancestral_sampling" and s == "subvp")]
+# ancestral sampling exists for VP and VE only, and has no probability-flow form
+_MATRIX = [(s, p, c, flow) for s, p, c, flow in itertools.product(
+    SDES, ["euler_maruyama", "reverse_diffusion", "ancestral_sampling"], ["none", "langevin", "ald"], [False, True])
+    if not (p == "ancestral_sampling" and (s == "subvp" or flow))]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sde_name, predictor, corrector", _PAIRS)
-@pytest.mark.parametrize("probability_flow", [False, True])
+@pytest.mark.parametrize("sde_name, predictor, corrector, probability_flow", _MATRIX)
 def test_pc_matrix_reproduces_mixture(sde_name, predictor, corrector, probability_flow):
-    if probability_flow and predictor == "ancestral_sampling":
-        pytest.skip("ancestral sampling has no probability-flow form")
     x, _ = _run(sde_name, seed=1, predictor=predictor, corrector=corrector, probability_flow=probability_flow)
     assert_reproduces(GM, x, 3.0, f"{sde_name} {predictor}+{corrector} flow={probability_flow}")
 
