@@ -71,10 +71,10 @@ def test_fast_sampler_reproduces_mixture(name, sde_name, options, bias_se, nfe):
 
 @functools.cache
 def _exact_flow_samples(n=1024, seed=3):
-    """x_0 from the probability-flow ODE solved to rtol = atol = 1e-8 from the x_T that seed draws (VP)."""
+    """x_0 from the probability-flow ODE solved to rtol = atol = 1e-7 from the x_T that seed draws (VP)."""
     sde = SDES["vp"]
     score_fn = GM.score_fn(sde)
-    x, _ = jax.jit(lambda z: ode.decode(sde, score_fn, z, rtol=1e-8, atol=1e-8))(
+    x, _ = jax.jit(lambda z: ode.decode(sde, score_fn, z, rtol=1e-7, atol=1e-7))(
         draw_prior(sde, jax.random.PRNGKey(seed), (n, 2))[0])
     return denoiser(sde, score_fn, x, jnp.full((n,), sde.sampling_eps))
 
