@@ -36,6 +36,16 @@ def get_base_config():
     sampling.probability_flow = False
     sampling.num_steps = 0  # new: 0 means the SDE's N
     sampling.eps = 0.0  # new: smallest time; 0 means the SDE's sampling_eps
+    # new: options of the other methods ('ode', 'ddim', 'dpm_solver', 'heun'; see samplers/)
+    sampling.rtol = 1e-5  # 'ode': relative tolerance of the adaptive solve
+    sampling.atol = 1e-5  # 'ode': absolute tolerance
+    sampling.ode_method = "dopri5"  # 'ode': diffrax solver, 'dopri5' | 'tsit5' | 'bosh3'
+    sampling.eta = 0.0  # 'ddim': 0 deterministic, 1 ancestral
+    sampling.rho = 7.0  # 'heun': EDM time-step exponent
+    sampling.s_churn = 0.0  # 'heun': EDM stochastic churn (0: deterministic)
+    sampling.s_tmin = 0.0  # 'heun': churn only at EDM noise levels sigma/alpha in [s_tmin, s_tmax]
+    sampling.s_tmax = float("inf")
+    sampling.s_noise = 1.0  # 'heun': scale of the churn noise
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 1
@@ -53,6 +63,10 @@ def get_base_config():
     evaluate.num_samples = 10000
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
+    evaluate.hutchinson_type = "rademacher"  # new: bits/dim divergence, 'rademacher' | 'gaussian' | 'exact'
+    evaluate.bpd_rtol = 1e-5  # new: tolerances of the likelihood's probability-flow ODE solve
+    evaluate.bpd_atol = 1e-5
+    evaluate.bpd_eps = 1e-5  # new: time the likelihood starts the ODE from
 
     # new: the domain classifier (evaluation/classifier.py; --mode train_classifier), whose features measure
     # sample quality where Inception weights are absent
