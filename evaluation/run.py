@@ -37,6 +37,7 @@ import datasets
 import losses
 import models
 import sde_lib
+from samplers.likelihood import get_likelihood_fn
 from evaluation import features as features_lib
 from evaluation import metrics
 from evaluation.files import atomic_write_json, fingerprint
@@ -156,12 +157,9 @@ def _sample_rounds(config, model, sample_fn, state, net, k: int, folder: str) ->
     return {name: np.concatenate([r[name] for r in rounds])[:e.num_samples] for name in rounds[0]}
 
 
-def _bpd(config, sde, model, state, mesh, k: int, folder: str) -> dict:
-    """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
-    from samplers.likelihood import get_likelihood_fn
-
+def make_bpd_fn(config, sde, model):
+    """jit(rng, variables, images in [0, 1]) -> (bits/dim (B,), nfe) with the likelihood options of config.eval."""
     e = config.eval
-    data = datasets.load_split(config, e.bpd_dataset)
     likelihood_fn = get_likelihood_fn(sde, hutchinson_type=e.hutchinson_type, rtol=e.bpd_rtol, atol=e.bpd_atol,
                                       eps=e.bpd_eps, inverse_scaler=datasets.get_data_inverse_scaler(config))
     scaler = datasets.get_data_scaler(config)
@@ -172,7 +170,13 @@ def _bpd(config, sde, model, state, mesh, k: int, folder: str) -> dict:
         bpd, _, nfe = likelihood_fn(rng, score_fn, scaler(images))
         return bpd, nfe
 
-    batches = list(data.ordered_batches(e.batch_size))
+    return bpd_fn
+
+
+def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
+    """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
+    e = config.eval
+    batches = list(datasets.load_split(config, e.bpd_dataset).ordered_batches(e.batch_size))
     key = fingerprint({"bpd": {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps",
                                                  "batch_size")}, "data": config.data.to_dict(), "seed": config.seed,
                        "ckpt": k, "ema": _digest(state.ema_variables)})
@@ -201,8 +205,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     model = models.get_model(config)
     net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
     sample_fn = make_sample_fn(config, sde, model, e.batch_size, mesh) if e.enable_sampling else None
-    if e.enable_bpd:
-        from samplers.likelihood import get_likelihood_fn  # noqa: F401  (fails here, not after sampling)
+    bpd_fn = make_bpd_fn(config, sde, model) if e.enable_bpd else None
 
     out_dir = os.path.join(workdir, eval_folder)
     is_chief = jax.process_index() == 0
@@ -234,7 +237,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
                                                  fingerprint=np.asarray(net.fingerprint))
                     save_image_grid(samples["images"][:64] / 255.0, os.path.join(out_dir, f"ckpt_{k}_samples.png"))
             if e.enable_bpd:
-                results["bpd"] = _bpd(config, sde, model, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
+                results["bpd"] = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
             if is_chief:
                 atomic_write_json(os.path.join(out_dir, f"ckpt_{k}.json"), results)
             logging.info("Checkpoint %d (step %d): %s", k, step, _summary(results))
