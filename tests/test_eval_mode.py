@@ -313,7 +313,8 @@ def test_bits_per_dim_rounds_keep_every_image_once_in_order(eval_workdir, tmp_pa
     config = load_config(eval_workdir / "config.py")
     config.eval.batch_size = 64
     fake_bpd_fn = lambda rng, variables, images: (jnp.mean(images, axis=(1, 2, 3)), 7)
-    state = losses.create_train_state(jax.random.PRNGKey(0), {"params": {"w": jnp.ones(3)}}, losses.get_optimizer(config))
+    optimizer = losses.get_optimizer(config)
+    state = losses.create_train_state(jax.random.PRNGKey(0), {"params": {"w": jnp.ones(3)}}, optimizer)
     result = _bpd(config, fake_bpd_fn, state, parallel.make_mesh(), 1, str(tmp_path))
     test = datasets.load_split(config, "test", host_index=0, host_count=1)
     expected = test.images.astype(np.float32).mean(axis=(1, 2, 3)) / 255.0
