@@ -43,7 +43,7 @@ def run_rounds(folder: str, prefix: str, num_rounds: int, key: str, compute, des
     """[arrays of round r for r < num_rounds]: loaded from folder/<prefix>_<r>.npz when an earlier run
     finished it under the same key, else compute(r) -> {name: array}, written there before the next round.
 
-    On processes other than 0 nothing is written and the returned list holds only the rounds computed here.
+    On processes other than 0 nothing is read or written, and rounds that process 0 had finished are None.
     """
     is_chief = jax.process_index() == 0
     paths = [os.path.join(folder, f"{prefix}_{r:05d}.npz") for r in range(num_rounds)]

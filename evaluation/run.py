@@ -154,6 +154,8 @@ def _sample_rounds(config, model, sample_fn, state, net, k: int, folder: str) ->
         return {"images": images, **features_lib.compute_features(net, images, e.batch_size)}
 
     rounds = run_rounds(folder, "samples", math.ceil(e.num_samples / e.batch_size), key, compute, f"ckpt {k} samples")
+    if jax.process_index() != 0:
+        return None
     return {name: np.concatenate([r[name] for r in rounds])[:e.num_samples] for name in rounds[0]}
 
 
@@ -188,6 +190,8 @@ def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
         return {"bpd": parallel.gather(bpd), "mask": parallel.gather(batch["mask"]), "nfe": np.asarray(nfe)}
 
     rounds = run_rounds(folder, "bpd", len(batches), key, compute, f"ckpt {k} bits/dim")
+    if jax.process_index() != 0:
+        return None
     bpd = np.concatenate([r["bpd"] for r in rounds])[np.concatenate([r["mask"] for r in rounds]) > 0]
     return {"dataset": e.bpd_dataset, "num_images": len(bpd), "bpd": float(np.mean(bpd)),
             "bpd_std_err": float(np.std(bpd, ddof=1) / np.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
@@ -195,7 +199,11 @@ def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
 
 
 def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
-    """`--mode eval`: the figures of config.eval for each chosen checkpoint; returns their dicts."""
+    """`--mode eval`: the figures of config.eval for each chosen checkpoint; returns their dicts.
+
+    Every process takes part in the sampling and likelihood computations; process 0 alone reads the finished
+    rounds back, computes the figures from them and writes files (other processes return only eval_loss).
+    """
     e = config.eval
     mesh = parallel.make_mesh()
     _validate(config, mesh.size)
@@ -226,21 +234,23 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
                 results["eval_loss"] = _eval_loss(config, sde, model, state, mesh)
             if e.enable_sampling:
                 samples = _sample_rounds(config, model, sample_fn, state, net, k, os.path.join(out_dir, f"ckpt_{k}"))
-                results["features"] = net.description
-                results["samples"] = quality(samples["features"], samples["logits"], train_stats, config,
-                                             net.num_classes)
-                results["real_test"] = real
                 if is_chief:
+                    results["features"] = net.description
+                    results["samples"] = quality(samples["features"], samples["logits"], train_stats, config,
+                                                 net.num_classes)
+                    results["real_test"] = real
                     mu, sigma = metrics.feature_statistics(samples["features"])
                     metrics.save_reference_stats(os.path.join(out_dir, f"ckpt_{k}_samples_stats.npz"), mu, sigma,
                                                  samples["features"], logits=samples["logits"],
                                                  fingerprint=np.asarray(net.fingerprint))
                     save_image_grid(samples["images"][:64] / 255.0, os.path.join(out_dir, f"ckpt_{k}_samples.png"))
             if e.enable_bpd:
-                results["bpd"] = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
+                bpd = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
+                if is_chief:
+                    results["bpd"] = bpd
             if is_chief:
                 atomic_write_json(os.path.join(out_dir, f"ckpt_{k}.json"), results)
-            logging.info("Checkpoint %d (step %d): %s", k, step, _summary(results))
+                logging.info("Checkpoint %d (step %d): %s", k, step, _summary(results))
             all_results.append(results)
     finally:
         checkpointer.close()
