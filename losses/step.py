@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import models
@@ -17,6 +18,12 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
     train=True: one optimizer step on the denoising score-matching loss, then
     ema <- ema_rate * ema + (1 - ema_rate) * params. train=False: the loss of
     the EMA parameters, state unchanged but for the rng.
+
+    Non-finite guard (train=True): a step whose loss or any gradient is NaN/inf keeps
+    params, EMA and optimizer state as they were (step and rng still advance) and
+    reports its loss as NaN, so a NaN in the returned losses marks exactly the
+    skipped steps and the state never holds a non-finite update. The check runs on
+    the device; the caller decides when to look at the losses.
     """
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
@@ -37,8 +44,14 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+        # One reduction (XLA shares it with clip_by_global_norm's); per-leaf isfinite checks doubled compile time.
+        # A squared norm beyond float range counts as non-finite too: such a step would wreck the state anyway.
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree_utils.tree_norm(grads))
+        params, ema_params, opt_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, ema_params, opt_state), (state.params, state.ema_params, state.opt_state))
         return state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
-                             rng=rng), loss
+                             rng=rng), jnp.where(finite, loss, jnp.nan)
 
     return step_fn
 
