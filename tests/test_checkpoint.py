@@ -1,4 +1,4 @@
-"""Checkpoints that a kill, a disk or a changed config damaged: fall back, or stop with one sentence, touching nothing."""
+"""Damaged checkpoints and checkpoints of another config: fall back, or stop with one sentence, touching nothing."""
 import logging
 import os
 
@@ -31,7 +31,8 @@ def save_all(workdir, periodic=(2, 4), preemption=(5,), **kwargs):
 
 def largest_file(folder):
     """The largest array-data file below folder (orbax's OCDBT 'd/' folders; small arrays live in the tree nodes)."""
-    files = [os.path.join(root, f) for root, _, names in os.walk(folder) for f in names if os.path.basename(root) == "d"]
+    files = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+             if os.path.basename(root) == "d"]
     return max(files, key=os.path.getsize)
 
 
@@ -103,9 +104,9 @@ def test_write_debris_is_ignored_and_cleaned_and_the_commit_marker_is_not_needed
 def test_a_checkpoint_of_another_architecture_names_the_parameter_and_touches_nothing(tmp_path):
     save_all(tmp_path, periodic=(2,), preemption=())
     before = snapshot(tmp_path)
-    with pytest.raises(CheckpointMismatchError, match=r"checkpoints/2 was written for another architecture: "
-                                                      r"params/Conv_0/bias has shape \(8,\) there but \(16,\) under "
-                                                      r"this config \(and 1 more differences\)"):
+    with pytest.raises(CheckpointMismatchError, match=r"checkpoints/2 was written for another architecture or "
+                                                      r"optimizer: params/Conv_0/bias has shape \(8,\) there but "
+                                                      r"\(16,\) under this config \(and 1 more differences\)"):
         Checkpointer(str(tmp_path)).latest(tree(0, width=16))
     extra = dict(tree(0), ema=jnp.zeros(2))
     with pytest.raises(CheckpointMismatchError, match="ema is missing from it"):
@@ -158,7 +159,8 @@ def cli_error(workdir, *overrides):
 
 def test_cli_checkpoint_of_another_architecture(digits_checkpoint):
     message = cli_error(digits_checkpoint, "--config.model.nf=16")
-    assert f"The checkpoint {digits_checkpoint}/checkpoints/4 was written for another architecture: " in message
+    assert f"The checkpoint {digits_checkpoint}/checkpoints/4 was written for another architecture or optimizer: " \
+        in message
     assert "params/AttnBlock_0/GroupNorm_0/bias has shape (16,) there but (32,) under this config" in message
 
 

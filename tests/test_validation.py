@@ -51,7 +51,7 @@ def test_bad_fields_are_named(edit, message):
 
 
 def test_batch_size_must_split_over_the_devices():
-    with pytest.raises(ConfigError, match=r"config.training.batch_size=64 must be a positive multiple of the 3 devices"):
+    with pytest.raises(ConfigError, match=r"training.batch_size=64 must be a positive multiple of the 3 devices"):
         validate_train_config(ddpm_digits.get_config(), num_devices=3)
 
 
