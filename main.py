@@ -25,6 +25,8 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. co
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and samples (created if absent).")
 flags.DEFINE_enum("mode", "train", sorted(MODES), "What to run.")
 flags.DEFINE_string("eval_folder", "eval", "Subfolder of workdir for evaluation results.")
+flags.DEFINE_bool("multihost", False, "Join a multi-process run found by jax.distributed (TPU pod, SLURM, Open MPI). "
+                  "Alternatively set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -70,7 +72,7 @@ def main(argv):
     logging.get_absl_handler().addFilter(_OnlyOurInfo())
     from training import parallel
 
-    parallel.maybe_initialize_distributed()
+    parallel.initialize_distributed(auto_detect=FLAGS.multihost)
     _prepare_workdir(FLAGS.workdir)
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir, FLAGS.eval_folder)
 

@@ -93,6 +93,18 @@ class SDE(abc.ABC):
         raise NotImplementedError(
             f"{type(self).__name__} has no discrete chain; train it with config.training.continuous=True.")
 
+    def log_snr(self, t: jax.Array) -> jax.Array:
+        """lambda(t) = log(alpha(t) / sigma(t)), half the log signal-to-noise ratio; decreasing in t.
+
+        EDM's noise level is sigma(t) / alpha(t) = exp(-lambda(t)).
+        """
+        alpha, sigma = self.marginal_coeffs(t)
+        return jnp.log(alpha) - jnp.log(sigma)
+
+    def t_from_log_snr(self, lam: jax.Array) -> jax.Array:
+        """The time t with log_snr(t) == lam (the fast solvers' grids are uniform in lambda or in exp(-lambda))."""
+        raise NotImplementedError(f"{type(self).__name__} does not give t_from_log_snr, which this sampler needs.")
+
     def discretize(self, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step of the discrete forward process, x_{i+1} = x_i + f_i + G_i z_i.
 
@@ -162,6 +174,12 @@ class _LinearBetaSDE(SDE):
         """log alpha(t) = -1/2 int_0^t beta(s) ds = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min."""
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
+    def t_from_log_alpha(self, log_alpha):
+        """Inverse of log_alpha: the root t >= 0 of a t^2 + b t = c with a = (beta_max - beta_min) / 4,
+        b = beta_min / 2, c = -log alpha, written t = 2c / (b + sqrt(b^2 + 4ac)) (stable as a -> 0)."""
+        a, b, c = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min, -log_alpha
+        return 2.0 * c / (b + jnp.sqrt(b**2 + 4.0 * a * c))
+
     def drift(self, x, t):
         return batch_mul(-0.5 * self.beta(t), x)
 
@@ -185,6 +203,10 @@ class VPSDE(_LinearBetaSDE):
     def marginal_coeffs(self, t):
         log_alpha = self.log_alpha(t)
         return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
+
+    def t_from_log_snr(self, lam):
+        """alpha^2 = 1 / (1 + exp(-2 lambda)), so -log alpha = 1/2 softplus(-2 lambda); then t_from_log_alpha."""
+        return self.t_from_log_alpha(-0.5 * jax.nn.softplus(-2.0 * lam))
 
     # The DDPM chain as numpy tables (never jax arrays: they are cached and may
     # first be touched inside a jit trace).
@@ -226,6 +248,11 @@ class subVPSDE(_LinearBetaSDE):
         log_alpha = self.log_alpha(t)
         return jnp.exp(log_alpha), -jnp.expm1(2.0 * log_alpha)
 
+    def t_from_log_snr(self, lam):
+        """alpha / (1 - alpha^2) = exp(lambda) has the root alpha = 2r / (1 + sqrt(1 + 4r^2)), r = exp(lambda),
+        i.e. -log alpha = asinh(exp(-lambda) / 2); then t_from_log_alpha."""
+        return self.t_from_log_alpha(-jnp.arcsinh(0.5 * jnp.exp(-lam)))
+
 
 @dataclasses.dataclass(frozen=True)
 class VESDE(SDE):
@@ -252,6 +279,10 @@ class VESDE(SDE):
 
     def marginal_coeffs(self, t):
         return jnp.ones_like(t), self.sigma(t)
+
+    def t_from_log_snr(self, lam):
+        """lambda = -log sigma(t), so t = (-lambda - log sigma_min) / log(sigma_max / sigma_min)."""
+        return (-lam - np.log(self.sigma_min)) / np.log(self.sigma_max / self.sigma_min)
 
     @property
     def prior_scale(self) -> float:

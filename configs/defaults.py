@@ -24,6 +24,7 @@ def get_base_config():
     training.snapshot_freq_for_preemption = 10000
     training.snapshot_sampling = True
     training.snapshot_num_samples = 64  # new: images in each snapshot grid
+    training.label_dropout = 0.0  # new: with model.num_classes > 0, rate of null labels (classifier-free guidance)
     training.keep_checkpoints = 0  # new: keep the newest N periodic checkpoints; 0 keeps all
     training.keep_checkpoint_every = 0  # new: with keep_checkpoints, also keep those at multiples of this step
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
@@ -38,6 +39,16 @@ def get_base_config():
     sampling.probability_flow = False
     sampling.num_steps = 0  # new: 0 means the SDE's N
     sampling.eps = 0.0  # new: smallest time; 0 means the SDE's sampling_eps
+    # new: options of the other methods ('ode', 'ddim', 'dpm_solver', 'heun'; see samplers/)
+    sampling.rtol = 1e-5  # 'ode': relative tolerance of the adaptive solve
+    sampling.atol = 1e-5  # 'ode': absolute tolerance
+    sampling.ode_method = "dopri5"  # 'ode': diffrax solver, 'dopri5' | 'tsit5' | 'bosh3'
+    sampling.eta = 0.0  # 'ddim': 0 deterministic, 1 ancestral
+    sampling.rho = 7.0  # 'heun': EDM time-step exponent
+    sampling.s_churn = 0.0  # 'heun': EDM stochastic churn (0: deterministic)
+    sampling.s_tmin = 0.0  # 'heun': churn only at EDM noise levels sigma/alpha in [s_tmin, s_tmax]
+    sampling.s_tmax = float("inf")
+    sampling.s_noise = 1.0  # 'heun': scale of the churn noise
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 1
@@ -48,6 +59,10 @@ def get_base_config():
     evaluate.num_samples = 10000
     evaluate.enable_bpd = False
     evaluate.bpd_dataset = "test"
+    evaluate.hutchinson_type = "rademacher"  # new: bits/dim divergence, 'rademacher' | 'gaussian' | 'exact'
+    evaluate.bpd_rtol = 1e-5  # new: tolerances of the likelihood's probability-flow ODE solve
+    evaluate.bpd_atol = 1e-5
+    evaluate.bpd_eps = 1e-5  # new: time the likelihood starts the ODE from
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""
@@ -57,6 +72,12 @@ def get_base_config():
     data.uniform_dequantization = False
     data.centered = False
     data.data_dir = ""  # new: where a dataset's files are, when it is not installed with a package
+    data.category = ""  # LSUN category, e.g. "bedroom" (score_sde's name)
+    data.tfrecords_path = ""  # CelebAHQ / FFHQ: progressive-GAN TFRecords file or glob (score_sde's name)
+    data.tfds_data_dir = ""  # new: TFDS data dir of prepared datasets; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    data.path = ""  # new: dataset "folder" / "npz" / "idx" (or CelebAHQ / FFHQ images): training data path
+    data.eval_path = ""  # new: the test split's path for those; "" = evaluate on the training data
+    data.crop_size = 0  # new: centre crop to crop_size x crop_size before resizing; 0 = dataset default (CELEBA 140)
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "ddpm"
@@ -76,6 +97,8 @@ def get_base_config():
     model.attn_resolutions = (16,)
     model.resamp_with_conv = True
     model.conditional = True
+    model.num_classes = 0  # new: > 0 adds a class embedding; label num_classes is the null label (CFG)
+    model.dtype = "float32"  # new: compute dtype, "float32" or "bfloat16"; parameters stay float32
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

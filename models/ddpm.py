@@ -16,7 +16,9 @@ class DDPM(nn.Module):
     Called as model(x, time_cond, labels=None, train=False) with x in the model's
     data range (B, H, W, C) and time_cond (B,) the noise conditioning chosen by
     `models.get_score_fn` (a timestep index or 999 t for VP, sigma(t) for VE).
-    The output has the shape of x; `get_score_fn` turns it into a score.
+    With config.model.num_classes > 0, labels (B,) add a class embedding to the
+    time embedding (None: the null label). The output has the shape of x, in
+    float32; `get_score_fn` turns it into a score.
     """
 
     config: ml_collections.ConfigDict
@@ -29,13 +31,14 @@ class DDPM(nn.Module):
         num_resolutions = len(ch_mult)
         resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout)
 
+        dtype = layers.compute_dtype(self.config)
+
         temb = None
         if m.conditional:
-            temb = layers.timestep_embedding(time_cond, nf)
-            temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(temb)
-            temb = nn.Dense(nf * 4, kernel_init=layers.default_init())(act(temb))
+            temb = layers.embedding_mlp(layers.timestep_embedding(time_cond, nf).astype(dtype), nf * 4, act)
+        temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
 
-        h = x if self.config.data.centered else 2.0 * x - 1.0
+        h = (x if self.config.data.centered else 2.0 * x - 1.0).astype(dtype)
         hs = [layers.conv3x3(h, nf)]
         for level in range(num_resolutions):
             for _ in range(m.num_res_blocks):
@@ -60,4 +63,4 @@ class DDPM(nn.Module):
         assert not hs
 
         h = act(layers.group_norm(h))
-        return layers.conv3x3(h, x.shape[-1], init_scale=0.0)
+        return layers.conv3x3(h, x.shape[-1], init_scale=0.0).astype(jnp.float32)

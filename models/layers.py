@@ -1,9 +1,14 @@
-"""Layers shared by the U-Net score networks (DDPM, and the NCSN++/DDPM++ family).
+"""Layers shared by the score networks (DDPM, the NCSN++/DDPM++ family, NCSNv2).
 
 Parameter shapes and initialisers follow the DDPM reference implementation
 (Ho et al. 2020) as carried into score_sde: variance-scaling "fan_avg" uniform
 initialisation with a per-layer scale, zero-initialised output layers, and
 GroupNorm with min(C // 4, 32) groups.
+
+Mixed precision is one rule, kept here: every layer computes in the dtype of
+the activation it receives (config.model.dtype, set once where a model casts
+its input), parameters stay float32, and normalisation statistics and softmax
+are computed in float32 before casting back.
 """
 from __future__ import annotations
 
@@ -12,6 +17,23 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from models import up_or_down_sampling as updown
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def choice(config, field: str, choices) -> str:
+    """config.model.<field>, lower-cased, checked to be one of `choices`."""
+    value = str(config.model[field]).lower()
+    if value not in choices:
+        raise ValueError(f"Unknown config.model.{field} {value!r}; choose one of {sorted(choices)}.")
+    return value
+
+
+def compute_dtype(config):
+    """The activation dtype named by config.model.dtype ('float32' or 'bfloat16')."""
+    return DTYPES[choice(config, "dtype", DTYPES)]
 
 
 def default_init(scale: float = 1.0):
@@ -24,24 +46,31 @@ ACTIVATIONS = {"swish": nn.swish, "silu": nn.swish, "relu": nn.relu, "elu": nn.e
 
 def get_act(config):
     """The nonlinearity named by config.model.nonlinearity."""
-    name = config.model.nonlinearity.lower()
-    if name not in ACTIVATIONS:
-        raise ValueError(f"Unknown config.model.nonlinearity {name!r}; choose one of {sorted(ACTIVATIONS)}.")
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[choice(config, "nonlinearity", ACTIVATIONS)]
+
+
+def residual_sum(x, h, skip_rescale: bool):
+    """x + h, or (x + h) / sqrt(2) with skip_rescale (keeps unit variance for independent x, h)."""
+    return (x + h) / math.sqrt(2.0) if skip_rescale else x + h
 
 
 def group_norm(x: jax.Array) -> jax.Array:
-    """GroupNorm with min(C // 4, 32) groups (a fresh parameterised layer at each call site)."""
-    return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32))(x)
+    """GroupNorm with min(C // 4, 32) groups and eps 1e-6, computed in float32 (a fresh layer per call site)."""
+    return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32), epsilon=1e-6, dtype=jnp.float32)(x).astype(x.dtype)
 
 
 def conv3x3(x, out_ch: int, stride: int = 1, init_scale: float = 1.0, use_bias: bool = True):
     return nn.Conv(out_ch, (3, 3), strides=(stride, stride), padding="SAME", use_bias=use_bias,
-                   kernel_init=default_init(init_scale))(x)
+                   kernel_init=default_init(init_scale), dtype=x.dtype)(x)
 
 
 def conv1x1(x, out_ch: int, init_scale: float = 1.0, use_bias: bool = True):
-    return nn.Conv(out_ch, (1, 1), padding="SAME", use_bias=use_bias, kernel_init=default_init(init_scale))(x)
+    return nn.Conv(out_ch, (1, 1), padding="SAME", use_bias=use_bias, kernel_init=default_init(init_scale),
+                   dtype=x.dtype)(x)
+
+
+def dense(x, features: int, init_scale: float = 1.0):
+    return nn.Dense(features, kernel_init=default_init(init_scale), dtype=x.dtype)(x)
 
 
 class NIN(nn.Module):
@@ -52,11 +81,11 @@ class NIN(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.Dense(self.num_units, kernel_init=default_init(self.init_scale))(x)
+        return dense(x, self.num_units, self.init_scale)
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = 10000) -> jax.Array:
-    """Sinusoidal embedding of (B,) time conditions (Transformer / DDPM):
+    """Sinusoidal embedding of (B,) time conditions (Transformer / DDPM), in float32:
 
         emb[:, k] = sin(t w_k), emb[:, dim/2 + k] = cos(t w_k),  w_k = max_positions^(-k / (dim/2 - 1)).
     """
@@ -69,13 +98,38 @@ def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = 1000
     return emb
 
 
+def embedding_mlp(emb: jax.Array, features: int, act) -> jax.Array:
+    """The DDPM time-embedding MLP: Dense(features) -> act -> Dense(features)."""
+    return dense(act(dense(emb, features)), features)
+
+
+def add_label_embedding(emb, labels, num_classes: int, features: int, batch_size: int, dtype):
+    """emb + E[y] for a class-conditional model (num_classes > 0), else emb unchanged.
+
+    E is an nn.Embed(num_classes + 1, features); y = labels, and the extra index
+    num_classes is the null label (labels=None), the unconditional branch that
+    classifier-free guidance mixes with the conditional one. With emb None the
+    result is E[y] alone.
+    """
+    if num_classes <= 0:
+        if labels is not None:
+            raise ValueError("Labels were given to an unconditional model; set config.model.num_classes > 0.")
+        return emb
+    y = jnp.full((batch_size,), num_classes, jnp.int32) if labels is None else labels.astype(jnp.int32)
+    label_emb = nn.Embed(num_classes + 1, features)(y).astype(dtype)
+    return label_emb if emb is None else emb + label_emb
+
+
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions, with a residual connection:
 
-        h = x + NIN_out(softmax(q k^T / sqrt(C)) v),  q, k, v = NIN(GroupNorm(x)).
+        h = x + NIN_out(softmax(q k^T / sqrt(C)) v),  q, k, v = NIN(GroupNorm(x)),
+
+    NIN_out initialised with init_scale (0 in DDPM); the sum divided by sqrt(2) with skip_rescale.
     """
 
     skip_rescale: bool = False
+    init_scale: float = 0.0
 
     @nn.compact
     def __call__(self, x):
@@ -85,38 +139,76 @@ class AttnBlock(nn.Module):
         w = jnp.einsum("bhwc,bHWc->bhwHW", q, k) * (C**-0.5)
         w = jax.nn.softmax(w.reshape(B, H, W, H * W).astype(jnp.float32), axis=-1).astype(v.dtype)
         h = jnp.einsum("bhwn,bnc->bhwc", w, v.reshape(B, H * W, C))
-        h = NIN(C, init_scale=0.0)(h)
-        return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
+        return residual_sum(x, NIN(C, init_scale=self.init_scale)(h), self.skip_rescale)
+
+
+class _ResampleConv(nn.Module):
+    """3x3 convolution fused with FIR 2x upsampling (up=True) or downsampling (StyleGAN2's Conv2d)."""
+
+    features: int
+    up: bool
+    fir_kernel: tuple = (1, 3, 3, 1)
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("kernel", default_init(), (3, 3, x.shape[-1], self.features)).astype(x.dtype)
+        b = self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+        resample = updown.upsample_conv_2d if self.up else updown.conv_downsample_2d
+        return resample(x, w, self.fir_kernel) + b
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour 2x upsampling, optionally followed by a 3x3 convolution."""
+    """2x upsampling, nearest-neighbour or FIR (fir=True), optionally with a 3x3 convolution to out_ch
+    (after nearest-neighbour upsampling; fused with the FIR filter)."""
 
     out_ch: int | None = None
     with_conv: bool = False
+    fir: bool = False
+    fir_kernel: tuple = (1, 3, 3, 1)
 
     @nn.compact
     def __call__(self, x):
-        B, H, W, C = x.shape
-        h = jax.image.resize(x, (B, 2 * H, 2 * W, C), "nearest")
-        return conv3x3(h, self.out_ch or C) if self.with_conv else h
+        out_ch = self.out_ch or x.shape[-1]
+        if self.fir and self.with_conv:
+            return _ResampleConv(out_ch, up=True, fir_kernel=tuple(self.fir_kernel))(x)
+        h = updown.upsample(x, self.fir, tuple(self.fir_kernel))
+        return conv3x3(h, out_ch) if self.with_conv else h
 
 
 class Downsample(nn.Module):
-    """2x downsampling by a strided 3x3 convolution or 2x2 average pooling."""
+    """2x downsampling: a strided 3x3 convolution to out_ch, or 2x2 average pooling; with fir=True
+    the FIR filter [fused with the convolution] instead."""
 
     out_ch: int | None = None
     with_conv: bool = False
+    fir: bool = False
+    fir_kernel: tuple = (1, 3, 3, 1)
 
     @nn.compact
     def __call__(self, x):
-        if self.with_conv:
-            return conv3x3(x, self.out_ch or x.shape[-1], stride=2)
-        return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+        out_ch = self.out_ch or x.shape[-1]
+        if not self.with_conv:
+            return updown.downsample(x, self.fir, tuple(self.fir_kernel))
+        if self.fir:
+            return _ResampleConv(out_ch, up=False, fir_kernel=tuple(self.fir_kernel))(x)
+        return conv3x3(x, out_ch, stride=2)
+
+
+def resnet_branch(h, temb, out_ch: int, act, dropout: float, init_scale: float, train: bool):
+    """The residual branch shared by the DDPM and BigGAN blocks, from act(GroupNorm(x)) on:
+
+        Conv3x3(h) + Dense(act(temb)) -> GroupNorm -> act -> Dropout -> Conv3x3 (init_scale).
+    """
+    h = conv3x3(h, out_ch)
+    if temb is not None:
+        h = h + dense(act(temb), out_ch)[:, None, None, :]
+    h = act(group_norm(h))
+    h = nn.Dropout(dropout)(h, deterministic=not train)
+    return conv3x3(h, out_ch, init_scale=init_scale)
 
 
 class ResnetBlockDDPM(nn.Module):
-    """DDPM residual block: GroupNorm-act-conv, + Dense(act(temb)), GroupNorm-act-dropout-conv(zero init),
+    """DDPM residual block (also DDPM++'s `ddpm` block): x + resnet_branch(act(GroupNorm(x))),
     with a NIN (or 3x3 conv) shortcut when the channel count changes."""
 
     act: callable
@@ -124,17 +216,13 @@ class ResnetBlockDDPM(nn.Module):
     conv_shortcut: bool = False
     dropout: float = 0.1
     skip_rescale: bool = False
+    init_scale: float = 0.0
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = False):
         C = x.shape[-1]
         out_ch = self.out_ch or C
-        h = conv3x3(self.act(group_norm(x)), out_ch)
-        if temb is not None:
-            h = h + nn.Dense(out_ch, kernel_init=default_init())(self.act(temb))[:, None, None, :]
-        h = self.act(group_norm(h))
-        h = nn.Dropout(self.dropout)(h, deterministic=not train)
-        h = conv3x3(h, out_ch, init_scale=0.0)
+        h = resnet_branch(self.act(group_norm(x)), temb, out_ch, self.act, self.dropout, self.init_scale, train)
         if C != out_ch:
             x = conv3x3(x, out_ch) if self.conv_shortcut else NIN(out_ch)(x)
-        return (x + h) / math.sqrt(2.0) if self.skip_rescale else x + h
+        return residual_sum(x, h, self.skip_rescale)

@@ -1,9 +1,11 @@
 """Predictor-corrector sampling (Song et al. 2021, Algorithms 2-3).
 
-Over the grid t_0 = T > t_1 > ... > t_{n-1} = eps (linspace), each step applies
-a corrector (Langevin MCMC at fixed t) and then a predictor (one step of a
-numerical solver of the reverse SDE). Predictors and correctors are small
-frozen dataclasses registered by name; a new one is one class + one decorator.
+Over the grid t_0 = T > t_1 > ... > t_{n-1} = eps (linspace) and t_n = 0, step k
+applies a corrector (Langevin MCMC at fixed t_k) and then a predictor (one step of
+a numerical solver of the reverse SDE from t_k to t_{k+1}; the discrete-chain
+predictors take chain step n-1-k instead, whose last step lands on the data).
+Predictors and correctors are small frozen dataclasses registered by name; a new
+one is one class + one decorator.
 """
 from __future__ import annotations
 
@@ -13,10 +15,10 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import sde_lib
 from sde_lib import batch_mul
+from samplers.common import draw_prior, resolve_steps
 from samplers.registry import register_sampler
 
 _PREDICTORS: dict = {}
@@ -50,7 +52,7 @@ def _mean_norm(x):
 
 @dataclasses.dataclass(frozen=True)
 class Predictor(abc.ABC):
-    """One reverse-time step from t to t - dt: update(rng, x, t) -> (x, x_mean)."""
+    """One reverse-time step from t to t_next < t: update(rng, x, t, t_next) -> (x, x_mean); t, t_next (B,)."""
 
     sde: sde_lib.SDE
     score_fn: object
@@ -65,7 +67,7 @@ class Predictor(abc.ABC):
     nfe: ClassVar[int] = 1
 
     @abc.abstractmethod
-    def update(self, rng, x, t):
+    def update(self, rng, x, t, t_next):
         ...
 
 
@@ -74,20 +76,24 @@ class Predictor(abc.ABC):
 class NonePredictor(Predictor):
     nfe = 0
 
-    def update(self, rng, x, t):
+    def update(self, rng, x, t, t_next):
         return x, x
 
 
 @register_predictor("euler_maruyama")
 @dataclasses.dataclass(frozen=True)
 class EulerMaruyamaPredictor(Predictor):
-    """x_mean = x - f_rev(x, t) dt,  x = x_mean + g(t) sqrt(dt) z,  dt = (T - eps) / (n - 1) ~ T / n."""
+    """x_mean = x - f_rev(x, t) dt,  x = x_mean + g(t) sqrt(dt) z,  dt = t - t_next (the grid's own spacing).
 
-    def update(self, rng, x, t):
-        dt = self.sde.T / self.num_steps
+    score_sde used dt = T / n on the grid linspace(T, eps, n), so x drifted off the
+    time its score was evaluated at by up to T / n; here the last step runs from eps to 0.
+    """
+
+    def update(self, rng, x, t, t_next):
+        dt = t - t_next
         drift, diffusion = self.rsde.sde(x, t)
-        x_mean = x - drift * dt
-        return x_mean + batch_mul(diffusion * np.sqrt(dt), jax.random.normal(rng, x.shape)), x_mean
+        x_mean = x - batch_mul(dt, drift)
+        return x_mean + batch_mul(diffusion * jnp.sqrt(dt), jax.random.normal(rng, x.shape)), x_mean
 
 
 class _DiscreteChainPredictor(Predictor):
@@ -104,7 +110,7 @@ class _DiscreteChainPredictor(Predictor):
 class ReverseDiffusionPredictor(_DiscreteChainPredictor):
     """Reverse of the forward discretization (Song et al. 2021, eq. 46): x_mean = x - f_rev, x = x_mean + G_rev z."""
 
-    def update(self, rng, x, t):
+    def update(self, rng, x, t, t_next):
         f, G = self.rsde.discretize(x, t)
         x_mean = x - f
         return x_mean + batch_mul(G, jax.random.normal(rng, x.shape)), x_mean
@@ -127,7 +133,7 @@ class AncestralSamplingPredictor(_DiscreteChainPredictor):
         if not isinstance(self.sde, (sde_lib.VPSDE, sde_lib.VESDE)):
             raise ValueError(f"ancestral_sampling needs a VP or VE SDE, not {type(self.sde).__name__}.")
 
-    def update(self, rng, x, t):
+    def update(self, rng, x, t, t_next):
         i = self.sde.timestep(t)
         score = self.score_fn(x, t)
         z = jax.random.normal(rng, x.shape)
@@ -222,12 +228,13 @@ class AnnealedLangevinCorrector(Corrector):
 @register_sampler("pc")
 def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
                    probability_flow=False, denoise=True, num_steps=None, eps=None):
-    """sampler(rng, score_fn) -> (x, nfe): PC sampling from the prior at T down to eps.
+    """sampler(rng, score_fn) -> (x, nfe): PC sampling from the prior at T down to 0.
 
-    denoise returns the last step's mean (the noise-free x_mean) rather than x.
+    denoise returns the last predictor step's mean x_mean (score_sde's noise_removal) rather than x:
+    for the discrete chains that is the chain's noise-free last step (for VE exactly Tweedie's
+    x + sigma_0^2 s); for euler_maruyama the mean of the step from eps to 0.
     """
-    num_steps = num_steps or sde.N
-    eps = eps or sde.sampling_eps
+    num_steps, eps = resolve_steps(sde, num_steps, eps)
     predictor_cls = _lookup(_PREDICTORS, "predictor", predictor)
     corrector_cls = _lookup(_CORRECTORS, "corrector", corrector)
     # Validate the combination now, not at the first call.
@@ -237,16 +244,15 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
     def sampler(rng, score_fn):
         pred = predictor_cls(sde, score_fn, num_steps, probability_flow)
         corr = corrector_cls(sde, score_fn, snr, n_steps)
-        timesteps = jnp.linspace(sde.T, eps, num_steps)
-        rng, prior_rng = jax.random.split(rng)
-        x = sde.prior_sampling(prior_rng, shape)
+        timesteps = jnp.append(jnp.linspace(sde.T, eps, num_steps), 0.0)
+        x, rng = draw_prior(sde, rng, shape)
 
         def body(i, carry):
             rng, x, _ = carry
             rng, corr_rng, pred_rng = jax.random.split(rng, 3)
-            t = jnp.full((shape[0],), timesteps[i])
+            t, t_next = jnp.full((shape[0],), timesteps[i]), jnp.full((shape[0],), timesteps[i + 1])
             x, _ = corr.update(corr_rng, x, t)
-            x, x_mean = pred.update(pred_rng, x, t)
+            x, x_mean = pred.update(pred_rng, x, t, t_next)
             return rng, x, x_mean
 
         _, x, x_mean = jax.lax.fori_loop(0, num_steps, body, (rng, x, x))

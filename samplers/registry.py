@@ -4,6 +4,12 @@ A builder is called as builder(sde, shape, **options) and returns a pure,
 jit-able sampler(rng, score_fn) -> (x, nfe): x has `shape` and lies in the
 model's data space (apply the data inverse scaler to view it), nfe is the
 number of score evaluations per sample.
+
+Conventions the builders share (samplers/common.py): `num_steps` and `eps`
+default to sde.N and sde.sampling_eps when None or 0 (the config's 0);
+x_T is drawn with `draw_prior`, so samplers given the same rng start from the
+same x_T; `denoise` returns the noise-free final estimate (the Tweedie
+denoiser at eps, one more score evaluation; for 'pc' the last predictor mean).
 """
 from __future__ import annotations
 

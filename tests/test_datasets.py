@@ -56,7 +56,7 @@ def test_scalers_are_inverse():
 
 def small_dataset(**kwargs):
     images = np.arange(10 * 4 * 4, dtype=np.uint8).reshape(10, 4, 4, 1)
-    return datasets.Dataset(images=images, labels=np.arange(10, dtype=np.int32), seed=3, **kwargs)
+    return datasets.Dataset(datasets.ArraySource(images, np.arange(10, dtype=np.int32)), seed=3, **kwargs)
 
 
 def test_batches_are_a_pure_function_of_seed_and_step_and_cover_each_epoch():
@@ -87,7 +87,7 @@ def test_hosts_see_disjoint_halves_of_each_global_batch():
 def test_dequantization_flips_and_ordered_pass():
     images = np.zeros((6, 2, 3, 1), np.uint8)
     images[:, :, 0] = 255  # left column white
-    ds = datasets.Dataset(images=images, labels=np.zeros(6, np.int32), random_flip=True,
+    ds = datasets.Dataset(datasets.ArraySource(images, np.zeros(6, np.int32)), random_flip=True,
                           uniform_dequantization=True)
     x = ds.batch(0, 6)["image"]
     assert x.dtype == np.float32
@@ -96,7 +96,7 @@ def test_dequantization_flips_and_ordered_pass():
     assert np.all((white >= 255 / 256) & (white < 1)) and np.all(x[:, :, 1] < 1 / 256)
     flipped = x[:, 0, 2, 0] > 0.5
     assert 0 < flipped.sum() < 6  # some flipped, some not (seeded)
-    ordered = list(datasets.Dataset(images=images[:5], labels=np.arange(5, dtype=np.int32)).ordered_batches(2))
+    ordered = list(datasets.Dataset(datasets.ArraySource(images[:5], np.arange(5, dtype=np.int32))).ordered_batches(2))
     assert [b["label"].tolist() for b in ordered] == [[0, 1], [2, 3], [4, 4]]
     assert ordered[-1]["mask"].tolist() == [1.0, 0.0]
 

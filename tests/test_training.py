@@ -11,24 +11,10 @@ import datasets
 import losses
 import models
 import sde_lib
-from configs.vp import ddpm_digits
+from helpers import tiny_config
 from training import parallel
 from training.checkpoint import Checkpointer
 from training.loop import fuse_steps, train
-
-
-def tiny_config():
-    config = ddpm_digits.get_config()
-    config.model.nf = 8
-    config.training.batch_size = 16
-    config.training.snapshot_sampling = False
-    config.training.log_freq = 4
-    config.training.eval_freq = 4
-    config.training.snapshot_freq = 8
-    config.training.snapshot_freq_for_preemption = 4
-    config.optim.warmup = 0
-    config.optim.lr = 2e-3
-    return config
 
 
 def make_state(config, seed=0):
@@ -107,8 +93,8 @@ def test_resumed_run_continues_from_the_saved_step_and_matches_an_uninterrupted_
     train(config, straight)
 
     assert max(m["step"] for m in first_leg) == 8
-    assert min(m["step"] for m in second_leg) == 12  # the first log after resuming at step 8
-    assert sorted(Checkpointer(interrupted).periodic.all_steps()) == [8, 16]
+    assert min(m["step"] for m in second_leg) == 10  # the first log after resuming at step 8
+    assert sorted(Checkpointer(interrupted).periodic.all_steps()) == [4, 8, 12, 16]
 
     _, _, like = make_state(config)
     like = parallel.replicate(like, parallel.make_mesh())
@@ -121,3 +107,36 @@ def test_resumed_run_continues_from_the_saved_step_and_matches_an_uninterrupted_
         straight_curve = {m["step"]: m[key] for m in read_metrics(straight) if key in m}
         resumed_curve = {m["step"]: m[key] for m in first_leg + second_leg if key in m}
         assert resumed_curve == straight_curve, key
+
+
+def test_label_dropout_rate_and_null_label():
+    from losses.step import drop_labels
+
+    labels = jax.random.randint(jax.random.PRNGKey(0), (20000,), 0, 10)
+    np.testing.assert_array_equal(drop_labels(jax.random.PRNGKey(1), labels, 10, 0.0), labels)
+    assert np.all(np.asarray(drop_labels(jax.random.PRNGKey(1), labels, 10, 1.0)) == 10)
+    dropped = np.asarray(drop_labels(jax.random.PRNGKey(1), labels, 10, 0.3))
+    kept = dropped != 10
+    np.testing.assert_array_equal(dropped[kept], np.asarray(labels)[kept])
+    # Binomial(20000, 0.3): standard deviation sqrt(n p (1-p)) / n = 0.0032; allow 5 of them.
+    assert abs((~kept).mean() - 0.3) < 5 * np.sqrt(0.3 * 0.7 / 20000)
+
+
+def test_class_conditional_training_step_uses_and_drops_labels():
+    """A conditional model's training loss depends on the labels; with label_dropout=1 (every label
+    replaced by the null label) it does not. Same state and rng, only the labels differ."""
+    config = tiny_config()
+    config.model.num_classes = 10
+    sde = sde_lib.from_config(config)
+    model, optimizer, state = make_state(config)
+    batch = next(datasets.get_dataset(config)[0].batches(16))
+    batch = jax.tree_util.tree_map(lambda x: x[0], batch)
+    other = dict(batch, label=(batch["label"] + 1) % 10)
+    for rate, differs in ((0.0, True), (1.0, False)):
+        step = jax.jit(losses.get_step_fn(sde, model, train=True, optimizer=optimizer, continuous=False,
+                                          num_classes=10, label_dropout=rate))
+        # zero-initialised output layers would hide the labels' effect: perturb every parameter
+        trained = state.replace(params=jax.tree_util.tree_map(lambda p: p + 0.01, state.params))
+        _, a = step(trained, batch)
+        _, b = step(trained, other)
+        assert (float(a) != float(b)) == differs

@@ -15,6 +15,7 @@ functions of the step; a NaN/inf step is caught before any checkpoint holds it
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -37,7 +38,7 @@ from training.validation import validate_train_config
 from training.writers import MetricWriter, save_image_grid
 
 
-def fuse_steps(step_fn, donate: bool):
+def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
     """One compiled call running step_fn over batches with a leading steps axis -> (state, per-step losses).
 
     The steps are unrolled at trace time (a fully unrolled lax.scan): XLA:CPU runs
@@ -51,31 +52,41 @@ def fuse_steps(step_fn, donate: bool):
             state, loss = step_fn(state, jax.tree_util.tree_map(lambda x: x[k], batches))
             step_losses.append(loss)
         return state, jnp.stack(step_losses)
+    run.__name__ = name  # names the compiled program in JAX's logs
     return jax.jit(run, donate_argnums=(0,) if donate else ())
 
 
-def make_sample_fn(config, sde, model, num_samples: int):
-    """jit(rng, variables) -> samples in [0, 1], (num_samples, H, W, C), with the sampler of config.sampling."""
+def make_sample_fn(config, sde, model, num_samples: int, mesh):
+    """jit(rng, variables) -> samples in [0, 1], (num_samples, H, W, C), with the sampler of config.sampling.
+
+    The output is sharded over the mesh's batch axis, and XLA partitions the whole
+    sampling loop accordingly: each device integrates num_samples / devices samples.
+    A class-conditional model draws sample i from class i mod num_classes.
+    """
     d = config.data
     sampler = samplers.from_config(config, sde, (num_samples, d.image_size, d.image_size, d.num_channels))
     inverse_scaler = datasets.get_data_inverse_scaler(config)
+    num_classes = config.model.num_classes
+    labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
 
-    @jax.jit
+    @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables):
-        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous)
+        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
+                                       labels=labels)
         x, _ = sampler(rng, score_fn)
         return jnp.clip(inverse_scaler(x), 0.0, 1.0)
 
     return sample
 
 
-def write_samples(images, workdir: str, step: int) -> str:
-    """Save a sample grid PNG (and the images as uint8 npz) under workdir/samples/; returns the PNG path."""
+def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> str:
+    """Save a sample grid PNG (nrow images a row; and the images as uint8 npz) under workdir/samples/;
+    returns the PNG path."""
     images = np.asarray(images)
     folder = os.path.join(workdir, "samples")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"step_{step:08d}.png")
-    save_image_grid(images, path)
+    save_image_grid(images, path, nrow=nrow)
     np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"),
                         image=np.round(images * 255).astype(np.uint8))
     return path
@@ -96,7 +107,8 @@ def restore_or_init(checkpointer: Checkpointer, make_state, mesh):
     return parallel.replicate(make_state(), mesh), None
 
 
-def train(config, workdir: str) -> None:
+def train(config, workdir: str) -> losses.TrainState:
+    """Train (or resume training) to config.training.n_iters steps; returns the final state."""
     t = config.training
     mesh = parallel.make_mesh()
     validate_train_config(config, num_devices=mesh.size)
@@ -119,20 +131,22 @@ def train(config, workdir: str) -> None:
 
     scaler = datasets.get_data_scaler(config)
     train_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
-                                                       scaler=scaler), donate=True)
-    eval_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=False, scaler=scaler), donate=False)
+                                                       scaler=scaler), donate=True, name="train_steps")
+    eval_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=False, scaler=scaler), donate=False,
+                           name="eval_steps")
     train_iter = train_data.batches(t.batch_size, start_step=step, steps_per_call=t.n_jitted_steps)
     eval_iter = test_data.batches(config.eval.batch_size, start_step=step // t.eval_freq, augment=False)
-    sample_fn = make_sample_fn(config, sde, model, t.snapshot_num_samples) if t.snapshot_sampling else None
+    sample_fn = make_sample_fn(config, sde, model, t.snapshot_num_samples, mesh) if t.snapshot_sampling else None
     learning_rate = losses.learning_rate_schedule(config)
     writer = MetricWriter(workdir, resume_step=step)
 
     def save(periodic: bool):
         window.check()  # raises before a NaN/inf step can reach a checkpoint or a sample grid
         if periodic and sample_fn is not None:  # samples first: a periodic checkpoint implies its grid exists
-            images = sample_fn(jax.random.fold_in(sample_rng, step), state.ema_variables)
+            images = parallel.gather(sample_fn(jax.random.fold_in(sample_rng, step), state.ema_variables))
             if is_chief:
-                logging.info("Step %d: samples written to %s", step, write_samples(images, workdir, step))
+                path = write_samples(images, workdir, step, nrow=config.model.num_classes or None)
+                logging.info("Step %d: samples written to %s", step, path)
         checkpointer.save(step, state, periodic=periodic, meta=window.to_json())
 
     window_start, window_step = time.perf_counter(), step
@@ -172,3 +186,4 @@ def train(config, workdir: str) -> None:
         checkpointer.wait()
         checkpointer.close()
         writer.close()
+    return state

@@ -6,6 +6,7 @@ arrays with `jax.make_array_from_process_local_data`.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import jax
@@ -13,11 +14,38 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
-def maybe_initialize_distributed() -> None:
-    """Join a multi-host run when launched as one (JAX_COORDINATOR_ADDRESS set, or a TPU pod / SLURM / MPI
-    launcher that jax.distributed detects); a plain single-process run is left alone."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("JAX_NUM_PROCESSES"):
+def initialize_distributed(auto_detect: bool = False) -> None:
+    """Join a multi-process run, if this is one.
+
+    Explicit: JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID in the environment
+    of every process. auto_detect=True (main.py --multihost): let jax.distributed find its peers on
+    Cloud TPU pods, SLURM, Open MPI or Kubernetes. Otherwise this is a single-process run.
+    CPU-only processes exchange collectives over gloo.
+    """
+    explicit = "JAX_NUM_PROCESSES" in os.environ
+    if not (explicit or auto_detect):
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
+        jax.distributed.initialize(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+    else:
         jax.distributed.initialize()
+
+
+_barrier_count = itertools.count()  # barrier ids must be unique; every process counts the same calls
+
+
+def barrier(name: str, timeout_minutes: float = 30.0) -> None:
+    """Wait until every process reaches `name` (a no-op in a single-process run).
+
+    CPU (gloo) collectives give a peer only 30 s to join the first collective, so
+    hosts that finish start-up work (data loading, model init) at different times
+    meet here first, on the coordination service, with a generous timeout.
+    """
+    client = jax._src.distributed.global_state.client  # no public barrier API yet
+    if jax.process_count() > 1 and client is not None:
+        client.wait_at_barrier(f"{name}-{next(_barrier_count)}", int(timeout_minutes * 60_000))
 
 
 def make_mesh() -> Mesh:
@@ -29,13 +57,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """Place every leaf of `tree` on every device."""
+    """Place every leaf of `tree` on every device (of every process: the hosts first meet at a barrier)."""
+    barrier("replicate")
     return jax.device_put(tree, replicated(mesh))
 
 
 def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     """Sharding of arrays whose axis `batch_axis` is the (global) batch."""
     return NamedSharding(mesh, P(*([None] * batch_axis), "data"))
+
+
+def gather(x) -> np.ndarray:
+    """A (possibly multi-host) global array as one numpy array on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def shard_batch(batch, mesh: Mesh, batch_axis: int = 0):

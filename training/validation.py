@@ -80,7 +80,8 @@ def validate_train_config(config, num_devices: int = 1) -> None:
     if t.keep_checkpoint_every % t.snapshot_freq:
         raise ConfigError(f"config.training.keep_checkpoint_every={t.keep_checkpoint_every} must be a multiple of "
                           f"config.training.snapshot_freq={t.snapshot_freq}, the steps periodic checkpoints exist at.")
-    for name, value in (("training.batch_size", t.batch_size), ("eval.batch_size", config.eval.batch_size)):
+    for name, value in (("training.batch_size", t.batch_size), ("eval.batch_size", config.eval.batch_size),
+                        ("training.snapshot_num_samples", t.snapshot_num_samples)):
         if value < 1 or value % num_devices:
             raise ConfigError(f"config.{name}={value} must be a positive multiple of the {num_devices} devices.")
     if not t.continuous and t.sde.lower() == "subvpsde":

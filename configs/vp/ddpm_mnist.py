@@ -2,24 +2,19 @@
 
 Sized to give recognisable digits in about ten minutes on two CPU cores.
 """
+from configs import recipes
 from configs.default_mnist import get_default_configs
 
 
 def get_config():
-    config = get_default_configs()
-    config.training.sde = "vpsde"
-    config.training.continuous = False
-    config.training.reduce_mean = True
+    config = recipes.ddpm(get_default_configs())
     config.training.n_iters = 3000
-    config.sampling.predictor = "ancestral_sampling"
-    config.sampling.corrector = "none"
-    config.data.centered = True
-    config.model.name = "ddpm"
-    config.model.nf = 32
-    config.model.ch_mult = (1, 2, 2)
-    config.model.num_res_blocks = 1
-    config.model.attn_resolutions = (7,)
-    config.model.dropout = 0.0
-    config.model.ema_rate = 0.999
+    m = config.model
+    m.nf = 32
+    m.ch_mult = (1, 2, 2)
+    m.num_res_blocks = 1
+    m.attn_resolutions = (7,)
+    m.dropout = 0.0
+    m.ema_rate = 0.999
     config.optim.lr = 1e-3
     return config

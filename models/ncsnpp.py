@@ -1,0 +1,155 @@
+"""NCSN++ and DDPM++ (Song et al. 2021, "Score-Based Generative Modeling through SDEs", App. H).
+
+One U-Net family; score_sde's configs pick the members (config.model):
+
+* `resblock_type`: 'ddpm' (DDPM block, separate Up/Downsample layers) or 'biggan'
+  (BigGAN block that resamples inside itself);
+* `fir` / `fir_kernel`: FIR (StyleGAN2) instead of nearest/average resampling;
+* `progressive_input`: 'none', 'input_skip' (the input image, downsampled, is merged
+  into each level's features by a `progressive_combine` Combine layer) or 'residual'
+  (a learned pyramid h_l <- (Down(h_{l-1}) + h_l) [/ sqrt 2]);
+* `progressive`: 'none', 'output_skip' (the output is a sum of per-level conv outputs,
+  upsampled) or 'residual' (a learned pyramid added into each level's features);
+* `embedding_type`: 'positional' (sinusoidal embedding of time_cond) or 'fourier'
+  (Gaussian Fourier features of log time_cond, time_cond = sigma(t) for VE);
+* `skip_rescale`, `init_scale`, `dropout`, `resamp_with_conv`, `attn_resolutions`.
+
+DDPM++ is ('biggan', fir off, no progressive paths, positional); NCSN++ adds FIR and a
+residual input pyramid. The output is the raw network output: the 1/sigma of
+`scale_by_sigma` is applied by models.get_score_fn, not here.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from models import layers, layerspp
+from models.registry import register_model
+
+CHOICES = {
+    "resblock_type": ("ddpm", "biggan"),
+    "progressive": ("none", "output_skip", "residual"),
+    "progressive_input": ("none", "input_skip", "residual"),
+    "progressive_combine": ("sum", "cat"),
+    "embedding_type": ("fourier", "positional"),
+    "attention_type": ("ddpm",),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    resblock_type: str
+    progressive: str
+    progressive_input: str
+    progressive_combine: str
+    embedding_type: str
+    attention_type: str
+
+
+def _options(config) -> _Options:
+    """The architecture switches of config.model, checked against CHOICES."""
+    opts = _Options(**{field: layers.choice(config, field, choices) for field, choices in CHOICES.items()})
+    if opts.embedding_type == "fourier" and not config.training.continuous:
+        raise ValueError("config.model.embedding_type='fourier' embeds log sigma(t) and needs "
+                         "config.training.continuous=True; use 'positional' for discrete-time training.")
+    return opts
+
+
+@register_model("ncsnpp")
+class NCSNpp(nn.Module):
+    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False) -> (B, H, W, C) float32.
+
+    time_cond (B,) is the noise conditioning of models.noise_conditioning (999 t, sigma(t)
+    or a step index); labels (B,) class labels when config.model.num_classes > 0.
+    """
+
+    config: ml_collections.ConfigDict
+
+    @nn.compact
+    def __call__(self, x, time_cond, labels=None, train: bool = False):
+        m = self.config.model
+        opts = _options(self.config)
+        act = layers.get_act(self.config)
+        dtype = layers.compute_dtype(self.config)
+        nf, ch_mult, channels = m.nf, tuple(m.ch_mult), x.shape[-1]
+        num_levels = len(ch_mult)
+        fir = dict(fir=m.fir, fir_kernel=tuple(m.fir_kernel))
+
+        def resblock(out_ch=None, up=False, down=False):
+            if opts.resblock_type == "ddpm":
+                return layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout, skip_rescale=m.skip_rescale,
+                                              init_scale=m.init_scale)
+            return layerspp.ResnetBlockBigGANpp(act=act, out_ch=out_ch, up=up, down=down, dropout=m.dropout,
+                                                skip_rescale=m.skip_rescale, init_scale=m.init_scale, **fir)
+
+        def attention(h):
+            return layers.AttnBlock(skip_rescale=m.skip_rescale, init_scale=m.init_scale)(h)
+
+        def output_conv(h, out_ch, init_scale=1.0):
+            return layers.conv3x3(act(layers.group_norm(h)), out_ch, init_scale=init_scale)
+
+        temb = None
+        if m.conditional:
+            if opts.embedding_type == "fourier":
+                emb = layerspp.GaussianFourierProjection(nf, m.fourier_scale)(jnp.log(time_cond))
+            else:
+                emb = layers.timestep_embedding(time_cond, nf)
+            temb = layers.embedding_mlp(emb.astype(dtype), nf * 4, act)
+        temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
+
+        # Downsampling path; hs keeps every level's features for the skip connections.
+        h = (x if self.config.data.centered else 2.0 * x - 1.0).astype(dtype)
+        input_pyramid = h
+        hs = [layers.conv3x3(h, nf)]
+        for level in range(num_levels):
+            for _ in range(m.num_res_blocks):
+                h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
+                if h.shape[1] in m.attn_resolutions:
+                    h = attention(h)
+                hs.append(h)
+            if level == num_levels - 1:
+                break
+            if opts.resblock_type == "ddpm":
+                h = layers.Downsample(with_conv=m.resamp_with_conv, **fir)(hs[-1])
+            else:
+                h = resblock(down=True)(hs[-1], temb, train)
+            if opts.progressive_input == "input_skip":
+                input_pyramid = layers.Downsample(**fir)(input_pyramid)
+                h = layerspp.Combine(opts.progressive_combine)(input_pyramid, h)
+            elif opts.progressive_input == "residual":
+                input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True, **fir)(input_pyramid)
+                h = input_pyramid = layers.residual_sum(input_pyramid, h, m.skip_rescale)
+            hs.append(h)
+
+        h = resblock()(hs[-1], temb, train)
+        h = attention(h)
+        h = resblock()(h, temb, train)
+
+        # Upsampling path, with the optional output pyramid.
+        pyramid = None
+        for level in reversed(range(num_levels)):
+            for _ in range(m.num_res_blocks + 1):
+                h = resblock(nf * ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+            if h.shape[1] in m.attn_resolutions:
+                h = attention(h)
+            if opts.progressive == "output_skip":
+                level_out = output_conv(h, channels, m.init_scale)
+                pyramid = level_out if pyramid is None else layers.Upsample(**fir)(pyramid) + level_out
+            elif opts.progressive == "residual":
+                if pyramid is None:
+                    pyramid = output_conv(h, h.shape[-1])
+                else:
+                    pyramid = layers.Upsample(out_ch=h.shape[-1], with_conv=True, **fir)(pyramid)
+                    h = pyramid = layers.residual_sum(pyramid, h, m.skip_rescale)
+            if level != 0:
+                if opts.resblock_type == "ddpm":
+                    h = layers.Upsample(with_conv=m.resamp_with_conv, **fir)(h)
+                else:
+                    h = resblock(up=True)(h, temb, train)
+        assert not hs
+
+        out = pyramid if opts.progressive == "output_skip" else output_conv(h, channels, m.init_scale)
+        return out.astype(jnp.float32)
