@@ -56,12 +56,13 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
-        # One reduction (XLA shares it with clip_by_global_norm's); per-leaf isfinite checks doubled compile time.
-        # A squared norm beyond float range counts as non-finite too: such a step would wreck the state anyway.
+        # One reduction (per-leaf isfinite checks doubled the compile time); a squared norm beyond float range
+        # counts as non-finite too: such a step would wreck the state anyway. lax.cond, not jnp.where: a select
+        # fuses into the update kernels and changed their rounding from one program to another (fused and
+        # single steps then differed by 2e-7 in a near-zero bias); the cond leaves them alone.
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree_utils.tree_norm(grads))
-        params, ema_params, opt_state = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, ema_params, opt_state), (state.params, state.ema_params, state.opt_state))
+        params, ema_params, opt_state = jax.lax.cond(finite, lambda: (params, ema_params, opt_state),
+                                                     lambda: (state.params, state.ema_params, state.opt_state))
         return state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
                              rng=rng), jnp.where(finite, loss, jnp.nan)
 
