@@ -5,8 +5,9 @@ import os
 import jax.numpy as jnp
 import pytest
 
-from tests.test_cli import run_main, snapshot
-from tests.test_training import leaves_equal, make_state, tiny_config
+from helpers import tiny_config
+from test_cli import run_main, snapshot
+from test_training import leaves_equal, make_state
 from training.checkpoint import UNREADABLE_DIR, Checkpointer, CheckpointError, CheckpointMismatchError
 
 

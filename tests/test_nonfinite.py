@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import datasets
-from tests.test_cli import snapshot
-from tests.test_preemption import metrics
-from tests.test_training import leaves_equal, make_state, tiny_config
+from helpers import tiny_config
+from test_cli import snapshot
+from test_preemption import metrics
+from test_training import leaves_equal, make_state
 from training import parallel
 from training.checkpoint import Checkpointer
 from training.guard import NonFiniteLossError

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from configs.vp import ddpm_digits
-from tests.test_training import leaves_equal, make_state
+from test_training import leaves_equal, make_state
 from training import parallel
 from training.checkpoint import Checkpointer
 from training.loop import restore_or_init
