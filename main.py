@@ -93,8 +93,10 @@ def main(argv):
 
 
 def run():
-    """app.run(main), turning the errors a user can fix into one line on stderr and exit status 1."""
+    """app.run(main), turning the errors a user can fix into one line on stderr and exit status 1
+    (and a run stopped by SIGTERM, after saving, into exit status 143)."""
     from datasets import DatasetError
+    from training.preemption import Preempted
     from training.validation import ConfigError
 
     user_errors = (ConfigError, DatasetError, NotADirectoryError, PermissionError, ValueError, FloatingPointError)
@@ -103,6 +105,10 @@ def run():
     except user_errors as e:
         logging.flush()
         _exit_with(str(e))
+    except Preempted as e:  # not an error, but the job must not look finished to a scheduler that requeues it
+        logging.flush()
+        print(str(e), file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ def get_base_config():
     training.snapshot_sampling = True
     training.snapshot_num_samples = 64  # new: images in each snapshot grid
     training.label_dropout = 0.0  # new: with model.num_classes > 0, rate of null labels (classifier-free guidance)
+    training.keep_checkpoints = 0  # new: keep the newest N periodic checkpoints; 0 keeps all
+    training.keep_checkpoint_every = 0  # new: with keep_checkpoints, also keep those at multiples of this step
+    training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"

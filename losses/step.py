@@ -27,6 +27,12 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
     the EMA parameters, state unchanged but for the rng. With num_classes > 0
     the model is conditioned on the batch's labels, of which a fraction
     label_dropout is replaced by the null label during training.
+
+    Non-finite guard (train=True): a step whose loss or any gradient is NaN/inf keeps
+    params, EMA and optimizer state as they were (step and rng still advance) and
+    reports its loss as NaN, so a NaN in the returned losses marks exactly the
+    skipped steps and the state never holds a non-finite update. The check runs on
+    the device; the caller decides when to look at the losses.
     """
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
@@ -50,8 +56,15 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema_params = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+        # One reduction (per-leaf isfinite checks doubled the compile time); a squared norm beyond float range
+        # counts as non-finite too: such a step would wreck the state anyway. lax.cond, not jnp.where: a select
+        # fuses into the update kernels and changed their rounding from one program to another (fused and
+        # single steps then differed by 2e-7 in a near-zero bias); the cond leaves them alone.
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree_utils.tree_norm(grads))
+        params, ema_params, opt_state = jax.lax.cond(finite, lambda: (params, ema_params, opt_state),
+                                                     lambda: (state.params, state.ema_params, state.opt_state))
         return state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
-                             rng=rng), loss
+                             rng=rng), jnp.where(finite, loss, jnp.nan)
 
     return step_fn
 

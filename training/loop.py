@@ -1,11 +1,17 @@
 """`--mode train`: the training loop.
 
-Each compiled call runs config.training.n_jitted_steps optimizer steps
-(`lax.scan`) on a batch sharded over the device mesh; the host only waits on
-the device at log intervals. Checkpoints: periodic ones every snapshot_freq
-steps (kept, with a sample grid), and one pre-emption checkpoint every
-snapshot_freq_for_preemption steps (replaced). Rerunning with the same
-workdir resumes from the newest of them, on the same data order.
+Each compiled call runs config.training.n_jitted_steps optimizer steps on a
+batch sharded over the device mesh; the host only waits on the device at log
+intervals and checkpoints. Checkpoints: periodic ones every snapshot_freq
+steps (with a sample grid), and one pre-emption checkpoint every
+snapshot_freq_for_preemption steps and on SIGTERM (replaced).
+
+A run killed at any moment and rerun with the same command ends with the
+same parameters, bit for bit on CPU, and logs the same losses: it resumes from
+the newest usable checkpoint, which holds the whole train state (rng
+included) and the open log window; the data order and eval batches are
+functions of the step; a NaN/inf step is caught before any checkpoint holds it
+(training/guard.py).
 """
 from __future__ import annotations
 
@@ -26,12 +32,10 @@ import samplers
 import sde_lib
 from training import parallel
 from training.checkpoint import Checkpointer
+from training.guard import LossWindow, NonFiniteLossError  # noqa: F401 - NonFiniteLossError is part of this API
+from training.preemption import Preempted, StopRequests
 from training.validation import validate_train_config
 from training.writers import MetricWriter, save_image_grid
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
 
 
 def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
@@ -88,6 +92,21 @@ def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> s
     return path
 
 
+def restore_or_init(checkpointer: Checkpointer, make_state, mesh):
+    """(state on the mesh, Restored or None): the newest usable checkpoint, else make_state().
+
+    The restore target is traced with jax.eval_shape, so a resumed run never initializes a model
+    (eagerly, that takes longer than the restore).
+    """
+    sharding = parallel.replicated(mesh)
+    target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                                    jax.eval_shape(make_state))
+    restored = checkpointer.latest(target)
+    if restored is not None:
+        return restored.state, restored
+    return parallel.replicate(make_state(), mesh), None
+
+
 def train(config, workdir: str) -> losses.TrainState:
     """Train (or resume training) to config.training.n_iters steps; returns the final state."""
     t = config.training
@@ -95,20 +114,20 @@ def train(config, workdir: str) -> losses.TrainState:
     validate_train_config(config, num_devices=mesh.size)
     is_chief = jax.process_index() == 0
 
-    # Everything that can reject the config or the data runs before anything is written.
+    # Everything that can reject the config, the data or the checkpoints runs before anything is written.
     sde = sde_lib.from_config(config)
     model = models.get_model(config)
     optimizer = losses.get_optimizer(config)
     train_data, test_data = datasets.get_dataset(config)
     init_rng, state_rng, sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    state = losses.create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
-    state = parallel.replicate(state, mesh)
-
-    checkpointer = Checkpointer(workdir)
-    state, resumed_from = checkpointer.restore_latest(state)
-    step = int(state.step)
-    if resumed_from is not None:
-        logging.info("Resumed from the checkpoint of step %d in %s.", step, workdir)
+    checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints or None, keep_every=t.keep_checkpoint_every or None)
+    state, restored = restore_or_init(
+        checkpointer, lambda: losses.create_train_state(state_rng, models.init_model(init_rng, config, model),
+                                                        optimizer), mesh)
+    step = 0 if restored is None else restored.step
+    if restored is not None:
+        logging.info("Resumed from %s (step %d).", restored.path, step)
+    window = LossWindow(step, t.skip_nonfinite, workdir, saved=None if restored is None else restored.meta)
 
     scaler = datasets.get_data_scaler(config)
     train_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
@@ -116,40 +135,37 @@ def train(config, workdir: str) -> losses.TrainState:
     eval_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=False, scaler=scaler), donate=False,
                            name="eval_steps")
     train_iter = train_data.batches(t.batch_size, start_step=step, steps_per_call=t.n_jitted_steps)
-    eval_iter = test_data.batches(config.eval.batch_size, augment=False)
+    eval_iter = test_data.batches(config.eval.batch_size, start_step=step // t.eval_freq, augment=False)
     sample_fn = make_sample_fn(config, sde, model, t.snapshot_num_samples, mesh) if t.snapshot_sampling else None
     learning_rate = losses.learning_rate_schedule(config)
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, resume_step=step)
 
-    def snapshot():
-        checkpointer.save(step, state, periodic=True)
-        if sample_fn is not None:
+    def save(periodic: bool):
+        window.check()  # raises before a NaN/inf step can reach a checkpoint or a sample grid
+        if periodic and sample_fn is not None:  # samples first: a periodic checkpoint implies its grid exists
             images = parallel.gather(sample_fn(jax.random.fold_in(sample_rng, step), state.ema_variables))
             if is_chief:
                 path = write_samples(images, workdir, step, nrow=config.model.num_classes or None)
                 logging.info("Step %d: samples written to %s", step, path)
+        checkpointer.save(step, state, periodic=periodic, meta=window.to_json())
 
-    pending, window_start, window_step = [], time.perf_counter(), step
+    window_start, window_step = time.perf_counter(), step
     bar = tqdm(total=t.n_iters, initial=step, desc="train", unit="step", disable=not is_chief, dynamic_ncols=True)
+    stop = StopRequests()
     try:
         while step < t.n_iters:
             batch = parallel.shard_batch(next(train_iter), mesh, batch_axis=1)
             state, step_losses = train_step(state, batch)
-            pending.append(step_losses)
+            window.add(step_losses)
             step += t.n_jitted_steps
             bar.update(t.n_jitted_steps)
 
             if step % t.log_freq == 0:
-                loss = float(np.mean(np.asarray(jnp.concatenate(pending))))
-                pending = []
-                if not np.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"Training loss became {loss} by step {step}; the last good checkpoint in {workdir} "
-                        f"is kept. Lower config.optim.lr or check the data.")
-                elapsed = time.perf_counter() - window_start
-                steps_per_sec = (step - window_step) / elapsed
+                loss = window.close(step)
+                steps_per_sec = (step - window_step) / (time.perf_counter() - window_start)
+                extra = {"nonfinite_steps": window.nonfinite_steps} if t.skip_nonfinite else {}
                 writer.write(step, loss=loss, lr=float(learning_rate(step - 1)), steps_per_sec=steps_per_sec,
-                             images_per_sec=steps_per_sec * t.batch_size)
+                             images_per_sec=steps_per_sec * t.batch_size, **extra)
                 bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{steps_per_sec * t.batch_size:.0f}")
                 window_start, window_step = time.perf_counter(), step
 
@@ -158,10 +174,14 @@ def train(config, workdir: str) -> losses.TrainState:
                 writer.write(step, eval_loss=float(jnp.mean(eval_losses)))
 
             if step % t.snapshot_freq == 0 or step >= t.n_iters:
-                snapshot()
-            elif step % t.snapshot_freq_for_preemption == 0:
-                checkpointer.save(step, state, periodic=False)
+                save(periodic=True)
+            elif step % t.snapshot_freq_for_preemption == 0 or stop.requested:
+                save(periodic=False)
+            if stop.requested and step < t.n_iters:
+                checkpointer.wait()
+                raise Preempted(stop.signum, step, workdir)
     finally:
+        stop.close()
         bar.close()
         checkpointer.wait()
         checkpointer.close()

@@ -1,12 +1,73 @@
 """Checks that turn a bad config into one clear sentence before any work starts."""
 from __future__ import annotations
 
+import numbers
+
 
 class ConfigError(ValueError):
     """A config field has a value this run cannot use."""
 
 
+def _kind(default) -> tuple[str, tuple[type, ...]] | None:
+    """(description, accepted types) of a base-config default; None when the default says nothing (None)."""
+    if isinstance(default, bool):
+        return "a bool (True/False)", (bool,)
+    if isinstance(default, int):
+        return "an integer", (numbers.Integral,)
+    if isinstance(default, float):
+        return "a number", (numbers.Real,)
+    if isinstance(default, str):
+        return "a string", (str,)
+    if isinstance(default, (tuple, list)):
+        return "a tuple", (tuple, list)
+    return None
+
+
+def check_field_types(config) -> None:
+    """Every field of configs/defaults.py's base config is present in `config` with a value of its kind."""
+    from configs.defaults import get_base_config
+
+    def walk(reference, actual, prefix):
+        for name, default in reference.items():
+            path = f"{prefix}.{name}"
+            if name not in actual:
+                raise ConfigError(f"{path} is missing; build configs on configs/defaults.py's get_base_config(), "
+                                  f"which lists every field.")
+            value = actual[name]
+            if hasattr(default, "items"):
+                if not hasattr(value, "items"):
+                    raise ConfigError(f"{path} must be a group of fields (a ConfigDict), got {value!r}.")
+                walk(default, value, path)
+                continue
+            kind = _kind(default)
+            bad_bool = isinstance(value, bool) and not isinstance(default, bool)  # bool is an int in Python
+            if kind is not None and (bad_bool or not isinstance(value, kind[1])):
+                raise ConfigError(f"{path}={value!r} must be {kind[0]}, like its default {default!r}.")
+
+    walk(get_base_config(), config, "config")
+
+
+#: (field, test, what it must be) for the numeric fields with a range.
+_RANGES = (
+    ("training.n_iters", lambda v: v >= 0, ">= 0"),
+    ("training.snapshot_num_samples", lambda v: v >= 1, ">= 1"),
+    ("training.keep_checkpoints", lambda v: v >= 0, ">= 0 (0 keeps every periodic checkpoint)"),
+    ("training.keep_checkpoint_every", lambda v: v >= 0, ">= 0"),
+    ("data.image_size", lambda v: v >= 1, ">= 1"),
+    ("data.num_channels", lambda v: v >= 1, ">= 1"),
+    ("model.num_scales", lambda v: v >= 1, ">= 1"),
+    ("model.ema_rate", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    ("model.dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    ("optim.lr", lambda v: v > 0, "> 0"),
+)
+
+
 def validate_train_config(config, num_devices: int = 1) -> None:
+    check_field_types(config)
+    for path, ok, requirement in _RANGES:
+        group, name = path.split(".")
+        if not ok(config[group][name]):
+            raise ConfigError(f"config.{path}={config[group][name]!r} must be {requirement}.")
     t, d, m = config.training, config.data, config.model
     k = t.n_jitted_steps
     if k < 1:
@@ -16,6 +77,9 @@ def validate_train_config(config, num_devices: int = 1) -> None:
         if value < 1 or value % k:
             raise ConfigError(f"config.training.{name}={value} must be a positive multiple of "
                               f"config.training.n_jitted_steps={k}.")
+    if t.keep_checkpoint_every % t.snapshot_freq:
+        raise ConfigError(f"config.training.keep_checkpoint_every={t.keep_checkpoint_every} must be a multiple of "
+                          f"config.training.snapshot_freq={t.snapshot_freq}, the steps periodic checkpoints exist at.")
     for name, value in (("training.batch_size", t.batch_size), ("eval.batch_size", config.eval.batch_size),
                         ("training.snapshot_num_samples", t.snapshot_num_samples)):
         if value < 1 or value % num_devices:

@@ -32,17 +32,43 @@ def save_image_grid(images: np.ndarray, path: str, nrow: int | None = None) -> N
     Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(path)
 
 
-class MetricWriter:
-    """Scalars to TensorBoard (workdir/tensorboard) and to workdir/metrics.jsonl; only process 0 writes."""
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrite the metrics log (atomically) without the records of steps > `step` and any torn last line."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
-    def __init__(self, workdir: str):
+
+class MetricWriter:
+    """Scalars to TensorBoard (workdir/tensorboard) and to workdir/metrics.jsonl; only process 0 writes.
+
+    `resume_step`: the training loop's start step (0 on a fresh start). It first forgets what an earlier,
+    killed run logged after that step (TensorBoard's purge_step, and a rewrite of metrics.jsonl), so each
+    step is recorded once, with this run's values. None (other writers) only appends.
+    """
+
+    def __init__(self, workdir: str, resume_step: int | None = None):
         self.active = jax.process_index() == 0
         if not self.active:
             return
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-        self._log = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None:
+            _drop_records_after(path, resume_step)
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                 purge_step=None if resume_step is None else resume_step + 1)
+        self._log = open(path, "a")
 
     def write(self, step: int, **scalars: float) -> None:
         if not self.active:
