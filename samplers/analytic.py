@@ -13,9 +13,11 @@ The score is the responsibility-weighted sum of the component scores,
     s_k(x) = -Sigma_k^{-1} (x - alpha mu_k),
 
 with r_k computed by a softmax (logsumexp-stable). Per-component densities
-and scores are public so a class-conditional score (one component, or a
-subset, per class) is one line. Used by the sampler and likelihood tests and
-by benchmarks/samplers.py.
+and scores are public; with component k as class k, `score_fn_for_labels`
+gives the exact class-conditional scores (the mixture for the null label K)
+and `class_log_prob_fn` the exact noise-conditional classifier log r_k(x), the
+analytic targets of the guidance tests. Used by the sampler and likelihood
+tests and by benchmarks/samplers.py.
 """
 from __future__ import annotations
 
