@@ -17,7 +17,12 @@ def _train(config, workdir, eval_folder):
     train(config, workdir)
 
 
-MODES = {"train": _train}
+def _sample(config, workdir, eval_folder):
+    from training.sample import sample
+    sample(config, workdir, eval_folder)
+
+
+MODES = {"train": _train, "sample": _sample}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/vp/ddpm_mnist.py.",
