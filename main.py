@@ -17,12 +17,28 @@ def _train(config, workdir, eval_folder):
     train(config, workdir)
 
 
+def _eval(config, workdir, eval_folder):
+    from evaluation.run import evaluate
+    evaluate(config, workdir, eval_folder)
+
+
+def _fid_stats(config, workdir, eval_folder):
+    from evaluation.run import fid_stats
+    fid_stats(config, workdir, eval_folder)
+
+
+def _train_classifier(config, workdir, eval_folder):
+    from evaluation.classifier import train_classifier
+    train_classifier(config, workdir)
+
+
 def _sample(config, workdir, eval_folder):
     from training.sample import sample
     sample(config, workdir, eval_folder)
 
 
-MODES = {"train": _train, "sample": _sample}
+MODES = {"train": _train, "eval": _eval, "fid_stats": _fid_stats, "train_classifier": _train_classifier,
+         "sample": _sample}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/vp/ddpm_mnist.py.",

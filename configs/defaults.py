@@ -63,6 +63,13 @@ def get_base_config():
     evaluate.end_ckpt = 1
     evaluate.batch_size = 256
     evaluate.enable_loss = True
+    # new: which features sample quality is measured with (evaluation/features.py): the FID Inception-v3 from
+    # this pytorch-fid weight file (pt_inception-2015-12-05-6726825d.pth) when set, else the domain classifier
+    evaluate.inception_path = ""
+    evaluate.classifier_dir = ""  # new: the domain classifier's folder; empty means <workdir>/classifier
+    evaluate.stats_dir = ""  # new: folder of the datasets' reference statistics; empty means <workdir>/<eval_folder>
+    evaluate.kid_subsets = 100  # new: KID is averaged over this many random subsets ...
+    evaluate.kid_subset_size = 1000  # new: ... of this many examples (fewer when a set is smaller)
     evaluate.enable_sampling = False
     evaluate.num_samples = 10000
     evaluate.enable_bpd = False
@@ -71,6 +78,14 @@ def get_base_config():
     evaluate.bpd_rtol = 1e-5  # new: tolerances of the likelihood's probability-flow ODE solve
     evaluate.bpd_atol = 1e-5
     evaluate.bpd_eps = 1e-5  # new: time the likelihood starts the ODE from
+
+    # new: the domain classifier (evaluation/classifier.py; --mode train_classifier), whose features measure
+    # sample quality where Inception weights are absent
+    config.classifier = classifier = ml_collections.ConfigDict()
+    classifier.nf = 16  # channels of the first convs; the later ones have 2 nf and 4 nf
+    classifier.n_iters = 1000
+    classifier.batch_size = 64
+    classifier.lr = 1e-3
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""

@@ -7,11 +7,12 @@ here depends on where they came from.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 import scipy.special
+
+from evaluation.files import atomic_savez
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -147,8 +148,9 @@ def inception_score(logits, num_splits: int = 10) -> tuple[float, float]:
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def save_reference_stats(path, mu, sigma, features=None) -> None:
-    """Writes mu (D,), sigma (D, D) and optionally features (N, D) (for KID) to an .npz.
+def save_reference_stats(path, mu, sigma, features=None, **extra) -> None:
+    """Writes mu (D,), sigma (D, D), optionally features (N, D) (for KID) and any `extra` arrays
+    (e.g. logits, labels, the feature network's fingerprint) to an .npz.
 
     The keys 'mu' and 'sigma' are those of the reference-statistics files of the TTUR and
     pytorch-fid implementations, so their published files load here too. The file is
@@ -156,22 +158,14 @@ def save_reference_stats(path, mu, sigma, features=None) -> None:
     """
     mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
     _check_stats_shapes(path, mu, sigma, features)
-    arrays = {'mu': mu, 'sigma': sigma}
+    arrays = {'mu': mu, 'sigma': sigma, **{k: np.asarray(v) for k, v in extra.items()}}
     if features is not None:
         arrays['features'] = np.asarray(features)
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix='.npz.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_savez(path, **arrays)
 
 
 def load_reference_stats(path) -> dict[str, np.ndarray]:
-    """Reads {'mu', 'sigma'[, 'features']} written by save_reference_stats (or TTUR/pytorch-fid)."""
+    """Reads {'mu', 'sigma'[, 'features', extra arrays]} written by save_reference_stats (or TTUR/pytorch-fid)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -180,15 +174,14 @@ def load_reference_stats(path) -> dict[str, np.ndarray]:
             'the config at an existing .npz.')
     try:
         with np.load(path, allow_pickle=False) as data:
-            stats = {k: data[k] for k in data.files if k in ('mu', 'sigma', 'features')}
-            found = list(data.files)
+            stats = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(
             f'{path} is not a readable .npz of reference statistics (corrupt or truncated: {e}); '
             'delete it and compute it again.') from e
     if 'mu' not in stats or 'sigma' not in stats:
         raise ValueError(
-            f'{path} holds the arrays {found}, but reference statistics need \'mu\' and \'sigma\'.')
+            f'{path} holds the arrays {sorted(stats)}, but reference statistics need \'mu\' and \'sigma\'.')
     _check_stats_shapes(path, stats['mu'], stats['sigma'], stats.get('features'))
     return stats
 

@@ -192,6 +192,11 @@ def test_reference_stats_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded['features'], feats)
     metrics.save_reference_stats(path, mu, sigma)
     assert set(metrics.load_reference_stats(path)) == {'mu', 'sigma'}
+    metrics.save_reference_stats(path, mu, sigma, feats, labels=np.arange(20), fingerprint=np.asarray('abc'))
+    loaded = metrics.load_reference_stats(path)
+    np.testing.assert_array_equal(loaded['labels'], np.arange(20))
+    assert str(loaded['fingerprint']) == 'abc'
+    assert os.listdir(tmp_path) == ['ref_stats.bin']
 
 
 def test_reference_stats_reads_ttur_style_file(tmp_path):

@@ -1,0 +1,268 @@
+"""`--mode eval` (a checkpoint -> the numbers of a paper) and `--mode fid_stats` (reference statistics).
+
+Checkpoints are numbered as in score_sde: checkpoint k is the periodic checkpoint of step
+k * config.training.snapshot_freq (workdir/checkpoints/<step>); config.eval.begin_ckpt..end_ckpt
+(inclusive) are evaluated with their EMA parameters. A checkpoint that is not there is an error, raised
+before anything is written (score_sde waited for it instead; run eval after training, or again).
+
+For each checkpoint k, workdir/<eval_folder>/ receives
+    ckpt_<k>.json               every figure below, with the feature network and the settings used
+    ckpt_<k>_samples_stats.npz  mu, sigma, features, logits of the samples (usable as reference statistics)
+    ckpt_<k>_samples.png        a grid of the first 64 samples
+    ckpt_<k>/samples_<r>.npz    round r of sampling: uint8 images + features + logits
+    ckpt_<k>/bpd_<r>.npz        round r of bits/dim: per-example bpd and mask
+The rounds (config.eval.batch_size samples, or one batch of the bpd split, each) make the evaluation
+resumable: a killed eval, rerun with the same command, continues at the first unfinished round, and the
+result is the same as an uninterrupted run's, because round r's randomness is a function of
+(config.seed, k, r) only (evaluation/resumable.py).
+
+Figures: `eval_loss` (the DSM loss of the EMA parameters on the full batches of the test split, as
+score_sde); `samples` (FD, KID +- its standard error, IS, and with the domain classifier the class
+histogram, against the train split's statistics); `real_test` (the same for the held-out test split
+against the train split: the noise floor a perfect model would reach with that many images, and the
+classifier's test accuracy); `bpd` (bits/dim over config.eval.bpd_dataset with the probability-flow
+likelihood, mean and standard error over images).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+import datasets
+import losses
+import models
+import sde_lib
+from samplers.likelihood import get_likelihood_fn
+from evaluation import features as features_lib
+from evaluation import metrics
+from evaluation.files import atomic_write_json, fingerprint
+from evaluation.resumable import run_rounds
+from training import parallel
+from training.checkpoint import Checkpointer, restore_state
+from training.loop import make_sample_fn
+from training.validation import ConfigError
+from training.writers import save_image_grid
+
+
+def checkpoint_steps(config, workdir: str) -> list[tuple[int, int]]:
+    """[(k, step)] for k = begin_ckpt..end_ckpt, step = k * snapshot_freq; every one must exist."""
+    e, freq = config.eval, config.training.snapshot_freq
+    if not 1 <= e.begin_ckpt <= e.end_ckpt:
+        raise ConfigError(f"config.eval.begin_ckpt={e.begin_ckpt} and end_ckpt={e.end_ckpt} must satisfy "
+                          f"1 <= begin_ckpt <= end_ckpt.")
+    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
+    available = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+    wanted = [(k, k * freq) for k in range(e.begin_ckpt, e.end_ckpt + 1)]
+    missing = [f"{k} (step {step})" for k, step in wanted if step not in available]
+    if missing:
+        raise ConfigError(f"Checkpoint {', '.join(missing)} not found in {folder}, which holds the steps "
+                          f"{available or 'none'}; checkpoint k is step k * config.training.snapshot_freq "
+                          f"(= {freq}), so set config.eval.begin_ckpt/end_ckpt (or snapshot_freq) to match.")
+    return wanted
+
+
+def _validate(config, num_devices: int) -> None:
+    e = config.eval
+    if e.batch_size < 1 or e.batch_size % num_devices:
+        raise ConfigError(f"config.eval.batch_size={e.batch_size} must be a positive multiple of the "
+                          f"{num_devices} devices.")
+    if e.enable_sampling and e.num_samples < 2:
+        raise ConfigError(f"config.eval.num_samples={e.num_samples} must be at least 2 for feature statistics.")
+    if e.enable_bpd and e.bpd_dataset not in ("train", "test"):
+        raise ConfigError(f"config.eval.bpd_dataset={e.bpd_dataset!r} must be 'train' or 'test'.")
+    if not (e.enable_loss or e.enable_sampling or e.enable_bpd):
+        raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling or enable_bpd.")
+
+
+def _digest(tree) -> str:
+    """Hash of every leaf's bytes: round files made with other weights are never reused."""
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def quality(feats, logits, ref, config, num_classes: int) -> dict:
+    """FD, KID (mean, standard error), IS and (domain classifier) class histogram of a set against `ref`."""
+    e = config.eval
+    mu, sigma = metrics.feature_statistics(feats)
+    out = {"num_images": len(feats), "fd": metrics.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])}
+    if "features" in ref:
+        out["kid"], out["kid_std"] = metrics.kernel_inception_distance(feats, ref["features"], e.kid_subsets,
+                                                                      e.kid_subset_size, rng=0)
+    # IS is averaged over splits, so they must not follow the data's order (a split of one class scores 1).
+    shuffled = np.asarray(logits)[np.random.default_rng(0).permutation(len(logits))]
+    out["is"], out["is_std"] = metrics.inception_score(shuffled, num_splits=min(10, len(logits)))
+    if num_classes:
+        out["class_histogram"] = np.bincount(np.argmax(logits, axis=-1), minlength=num_classes).tolist()
+    return out
+
+
+def _real_test(config, net, train_stats, test_stats) -> dict:
+    out = quality(test_stats["features"], test_stats["logits"], train_stats, config, net.num_classes)
+    if net.num_classes:
+        out["classifier_accuracy"] = float(np.mean(np.argmax(test_stats["logits"], -1) == test_stats["labels"]))
+    return out
+
+
+def _eval_loss(config, sde, model, state, mesh) -> float:
+    """Mean DSM loss of the EMA parameters over the full batches of the test split (score_sde's eval loss)."""
+    b = config.eval.batch_size
+    test_data = datasets.load_split(config, "test")
+    if len(test_data) < b:
+        raise ConfigError(f"config.eval.batch_size={b} exceeds the {len(test_data)} test images; lower it.")
+    step_fn = jax.jit(losses.step_fn_from_config(config, sde, model, train=False,
+                                                 scaler=datasets.get_data_scaler(config)))
+    batch_losses = []
+    for batch, _ in zip(test_data.ordered_batches(b), range(len(test_data) // b)):
+        state, loss = step_fn(state, parallel.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh))
+        batch_losses.append(float(loss))
+    return float(np.mean(batch_losses))
+
+
+def _sample_rounds(config, model, sample_fn, state, net, k: int, folder: str) -> dict[str, np.ndarray]:
+    e = config.eval
+    key = fingerprint({"sampling": config.sampling.to_dict(), "batch_size": e.batch_size, "seed": config.seed,
+                       "ckpt": k, "ema": _digest(state.ema_variables), "features": net.fingerprint})
+    rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), 0)
+
+    def compute(r):
+        x = parallel.gather(sample_fn(jax.random.fold_in(rngs, r), state.ema_variables))
+        if not np.all(np.isfinite(x)):
+            raise FloatingPointError(f"Sampling checkpoint {k} gave non-finite values (round {r}); check "
+                                     f"config.sampling (e.g. num_steps) and the checkpoint's training loss.")
+        images = np.round(x * 255.0).astype(np.uint8)
+        return {"images": images, **features_lib.compute_features(net, images, e.batch_size)}
+
+    rounds = run_rounds(folder, "samples", math.ceil(e.num_samples / e.batch_size), key, compute, f"ckpt {k} samples")
+    if jax.process_index() != 0:
+        return None
+    return {name: np.concatenate([r[name] for r in rounds])[:e.num_samples] for name in rounds[0]}
+
+
+def make_bpd_fn(config, sde, model):
+    """jit(rng, variables, images in [0, 1]) -> (bits/dim (B,), nfe) with the likelihood options of config.eval."""
+    e = config.eval
+    likelihood_fn = get_likelihood_fn(sde, hutchinson_type=e.hutchinson_type, rtol=e.bpd_rtol, atol=e.bpd_atol,
+                                      eps=e.bpd_eps, inverse_scaler=datasets.get_data_inverse_scaler(config))
+    scaler = datasets.get_data_scaler(config)
+
+    @jax.jit
+    def bpd_fn(rng, variables, images):
+        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous)
+        bpd, _, nfe = likelihood_fn(rng, score_fn, scaler(images))
+        return bpd, nfe
+
+    return bpd_fn
+
+
+def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
+    """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
+    e = config.eval
+    batches = list(datasets.load_split(config, e.bpd_dataset).ordered_batches(e.batch_size))
+    key = fingerprint({"bpd": {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps",
+                                                 "batch_size")}, "data": config.data.to_dict(), "seed": config.seed,
+                       "ckpt": k, "ema": _digest(state.ema_variables)})
+    rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), 1)
+
+    def compute(r):
+        batch = parallel.shard_batch({"image": batches[r]["image"], "mask": batches[r]["mask"]}, mesh)
+        bpd, nfe = bpd_fn(jax.random.fold_in(rngs, r), state.ema_variables, batch["image"])
+        return {"bpd": parallel.gather(bpd), "mask": parallel.gather(batch["mask"]), "nfe": np.asarray(nfe)}
+
+    rounds = run_rounds(folder, "bpd", len(batches), key, compute, f"ckpt {k} bits/dim")
+    if jax.process_index() != 0:
+        return None
+    bpd = np.concatenate([r["bpd"] for r in rounds])[np.concatenate([r["mask"] for r in rounds]) > 0]
+    return {"dataset": e.bpd_dataset, "num_images": len(bpd), "bpd": float(np.mean(bpd)),
+            "bpd_std_err": float(np.std(bpd, ddof=1) / np.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
+            "mean_nfe": float(np.mean([r["nfe"] for r in rounds]))}
+
+
+def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
+    """`--mode eval`: the figures of config.eval for each chosen checkpoint; returns their dicts.
+
+    Every process takes part in the sampling and likelihood computations; process 0 alone reads the finished
+    rounds back, computes the figures from them and writes files (other processes return only eval_loss).
+    """
+    e = config.eval
+    mesh = parallel.make_mesh()
+    _validate(config, mesh.size)
+    # Everything that can reject the config, the checkpoints or the weight files runs before anything is written.
+    ckpts = checkpoint_steps(config, workdir)
+    sde = sde_lib.from_config(config)
+    model = models.get_model(config)
+    net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
+    sample_fn = make_sample_fn(config, sde, model, e.batch_size, mesh) if e.enable_sampling else None
+    bpd_fn = make_bpd_fn(config, sde, model) if e.enable_bpd else None
+
+    out_dir = os.path.join(workdir, eval_folder)
+    is_chief = jax.process_index() == 0
+    real = None
+    if e.enable_sampling:
+        train_stats = features_lib.split_statistics(config, workdir, eval_folder, net, "train")
+        test_stats = features_lib.split_statistics(config, workdir, eval_folder, net, "test")
+        real = _real_test(config, net, train_stats, test_stats)
+    checkpointer = Checkpointer(workdir)
+    all_results = []
+    try:
+        for k, step in ckpts:
+            parallel.barrier("eval_checkpoint")  # hosts meet before the collectives of the restore and sampling
+            state = restore_state(checkpointer, step, config, model, mesh)
+            results = {"checkpoint": k, "step": step, "config": {"sampling": config.sampling.to_dict(),
+                                                                 "eval": config.eval.to_dict()}}
+            if e.enable_loss:
+                results["eval_loss"] = _eval_loss(config, sde, model, state, mesh)
+            if e.enable_sampling:
+                samples = _sample_rounds(config, model, sample_fn, state, net, k, os.path.join(out_dir, f"ckpt_{k}"))
+                if is_chief:
+                    results["features"] = net.description
+                    results["samples"] = quality(samples["features"], samples["logits"], train_stats, config,
+                                                 net.num_classes)
+                    results["real_test"] = real
+                    mu, sigma = metrics.feature_statistics(samples["features"])
+                    metrics.save_reference_stats(os.path.join(out_dir, f"ckpt_{k}_samples_stats.npz"), mu, sigma,
+                                                 samples["features"], logits=samples["logits"],
+                                                 fingerprint=np.asarray(net.fingerprint))
+                    save_image_grid(samples["images"][:64] / 255.0, os.path.join(out_dir, f"ckpt_{k}_samples.png"))
+            if e.enable_bpd:
+                bpd = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
+                if is_chief:
+                    results["bpd"] = bpd
+            if is_chief:
+                atomic_write_json(os.path.join(out_dir, f"ckpt_{k}.json"), results)
+                logging.info("Checkpoint %d (step %d): %s", k, step, _summary(results))
+            all_results.append(results)
+    finally:
+        checkpointer.close()
+    return all_results
+
+
+def _summary(results: dict) -> str:
+    parts = []
+    if "eval_loss" in results:
+        parts.append(f"eval loss {results['eval_loss']:.5g}")
+    for name in ("samples", "real_test"):
+        if name in results:
+            r = results[name]
+            kid = f", KID {r['kid']:.5g} +- {r['kid_std']:.2g}" if "kid" in r else ""
+            parts.append(f"{name}: FD {r['fd']:.5g}{kid}, IS {r['is']:.4g} ({r['num_images']} images)")
+    if "bpd" in results:
+        parts.append(f"bits/dim {results['bpd']['bpd']:.4f} +- {results['bpd']['bpd_std_err']:.2g}")
+    return "; ".join(parts)
+
+
+def fid_stats(config, workdir: str, eval_folder: str) -> dict:
+    """`--mode fid_stats`: (re)compute the train and test statistics under the chosen feature network and
+    report the noise floor (test against train)."""
+    net = features_lib.get_feature_net(config, workdir)
+    train_stats = features_lib.split_statistics(config, workdir, eval_folder, net, "train", recompute=True)
+    test_stats = features_lib.split_statistics(config, workdir, eval_folder, net, "test", recompute=True)
+    real = _real_test(config, net, train_stats, test_stats)
+    logging.info("%s; %s", net.description, _summary({"real_test": real}))
+    return real
