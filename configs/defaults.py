@@ -52,6 +52,7 @@ def get_base_config():
     sampling.guidance = "none"  # 'none' | 'cfg' (classifier-free) | 'classifier' (noise-conditional classifier)
     # cfg: w of (1 + w) s(x|y) - w s(x) (0: conditional, -1: unconditional); classifier: the scale of grad log p(y|x)
     sampling.guidance_weight = 0.0
+    sampling.classifier_dir = ""  # the noise-conditional classifier's folder; empty means <workdir>/noise_classifier
     sampling.num_samples = 8  # samples per class (generate) or per input image (inpaint, colorize)
     sampling.input = ""  # inpaint / colorize: an image file, resized to data.image_size ...
     sampling.input_indices = ""  # ... or comma-separated indices into the test split, e.g. '0,1,2'
@@ -86,6 +87,8 @@ def get_base_config():
     classifier.n_iters = 1000
     classifier.batch_size = 64
     classifier.lr = 1e-3
+    # new: train p(y | x_t, t) on noised images for classifier guidance (config.sampling.guidance='classifier')
+    classifier.noise_conditional = False
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""

@@ -30,11 +30,6 @@ import numpy as np
 import sde_lib
 
 
-def _coeffs(sde: sde_lib.SDE, t, continuous: bool):
-    """(alpha, sigma) at t: the SDE's, or its discrete chain's at i = sde.timestep(t)."""
-    return sde.marginal_coeffs(t) if continuous else sde.discrete_marginal_coeffs(sde.timestep(t))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class GaussianMixture:
     """sum_k weights[k] N(means[k], covs[k]); weights (K,), means (K, D), covs (K, D, D) symmetric positive definite."""
@@ -108,7 +103,7 @@ class GaussianMixture:
 
         def for_labels(labels):
             def score_fn(x, t):
-                alpha, sigma = _coeffs(sde, t, continuous)
+                alpha, sigma = sde.perturbation_coeffs(t, continuous)
                 flat = jnp.reshape(x, (x.shape[0], -1))
                 mixture = self.score(flat, alpha, sigma)
                 if labels is not None:
@@ -125,7 +120,7 @@ class GaussianMixture:
     def class_log_prob_fn(self, sde: sde_lib.SDE, continuous: bool = True):
         """The exact noise-conditional classifier (x, t) -> log p_t(y = k | x) = log r_k(x): shape (B, K)."""
         def log_prob_fn(x, t):
-            alpha, sigma = _coeffs(sde, t, continuous)
+            alpha, sigma = sde.perturbation_coeffs(t, continuous)
             flat = jnp.reshape(x, (x.shape[0], -1))
             return jax.nn.log_softmax(jnp.log(jnp.asarray(self.weights, x.dtype))
                                       + self.component_log_probs(flat, alpha, sigma))

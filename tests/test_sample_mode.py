@@ -1,16 +1,22 @@
 """`--mode sample` (training/sample.py) on a tiny class-conditional checkpoint: files, shapes, labels, the
 observed pixels of inpainting, and one-sentence errors."""
+import json
 import os
 import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 import losses
 import models
+import sde_lib
+from evaluation import features
+from evaluation.classifier import guidance_log_prob_fn, train_classifier
 from helpers import tiny_config
 from training.checkpoint import Checkpointer
 from training.sample import sample
@@ -29,14 +35,9 @@ def conditional_config(**sampling):
     return config
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """A periodic checkpoint of step 4 holding a freshly initialised conditional model (training it would
-    only add compile time: the train loop has its own tests)."""
-    import jax
-
-    folder = tmp_path_factory.mktemp("conditional")
-    config = conditional_config()
+def save_fresh_checkpoint(config, folder):
+    """A periodic checkpoint of step 4 holding a freshly initialised model (training it would only add
+    compile time: the train loop has its own tests)."""
     variables = models.init_model(jax.random.PRNGKey(0), config)
     state = losses.create_train_state(jax.random.PRNGKey(1), variables, losses.get_optimizer(config))
     checkpointer = Checkpointer(str(folder))
@@ -44,6 +45,25 @@ def workdir(tmp_path_factory):
     checkpointer.wait()
     checkpointer.close()
     return folder
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return save_fresh_checkpoint(conditional_config(), tmp_path_factory.mktemp("conditional"))
+
+
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory):
+    """(config, folder) with a briefly trained domain classifier and noise-conditional classifier in
+    folder/classifier and folder/noise_classifier."""
+    folder = str(tmp_path_factory.mktemp("classifiers"))
+    config = conditional_config()
+    config.classifier.nf = 8
+    config.classifier.n_iters = 30
+    train_classifier(config, folder)
+    config.classifier.noise_conditional = True
+    train_classifier(config, folder)
+    return config, folder
 
 
 def test_generate_writes_one_labelled_row_per_class(workdir):
@@ -139,3 +159,46 @@ def test_command_line_without_a_checkpoint_is_one_line(tmp_path):
         f"error: No checkpoint in {tmp_path / 'empty' / 'checkpoints'}; train one first with --mode train and the "
         f"same --config and --workdir.")
     assert not os.path.exists(tmp_path / "empty" / "eval")
+
+
+def test_noise_conditional_classifier_gives_log_probabilities_at_each_time(classifiers):
+    config, folder = classifiers
+    log_prob_fn, num_classes = guidance_log_prob_fn(config, folder, sde_lib.from_config(config))
+    assert num_classes == 10
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
+    early, late = (log_prob_fn(x, jnp.full(3, t)) for t in (0.01, 0.9))
+    assert early.shape == (3, 10)
+    np.testing.assert_allclose(jax.nn.logsumexp(early, axis=-1), 0.0, atol=1e-5)
+    assert float(jnp.max(jnp.abs(early - late))) > 1e-3  # conditioned on the noise level
+
+
+def test_classifier_guidance_of_an_unconditional_model_and_the_accuracy_file(classifiers, tmp_path):
+    """An unconditional model guided by the noise-conditional classifier towards classes 2 and 5; the domain
+    classifier's per-class accuracy of the samples is written beside them."""
+    config, folder = classifiers
+    config = conditional_config(labels="2,5", num_samples=2, guidance="classifier", guidance_weight=2.0,
+                                classifier_dir=os.path.join(folder, "noise_classifier"))
+    config.model.num_classes = 0
+    config.eval.classifier_dir = os.path.join(folder, "classifier")
+    save_fresh_checkpoint(config, tmp_path)
+    path = sample(config, str(tmp_path), "eval")
+    with np.load(path) as f:
+        images, labels = f["image"], f["label"]
+    np.testing.assert_array_equal(labels, [2, 2, 5, 5])
+    with open(path[:-4] + "_accuracy.json") as f:
+        result = json.load(f)
+    logits = features.compute_features(features.classifier_net(config, str(tmp_path)), images, 4)["logits"]
+    hit = np.argmax(logits, axis=-1) == labels
+    assert result["per_class_accuracy"] == {"2": float(np.mean(hit[:2])), "5": float(np.mean(hit[2:]))}
+    assert result["accuracy"] == float(np.mean(hit))
+
+
+def test_guidance_classifier_that_is_missing_or_for_another_sde_is_named(classifiers, tmp_path):
+    config = conditional_config(labels="1", guidance="classifier", guidance_weight=1.0)
+    with pytest.raises(ConfigError, match="No noise-conditional classifier in .*--config.classifier.noise_conditional"):
+        sample(config, str(tmp_path), "eval")
+    config, folder = classifiers
+    config = conditional_config(labels="1", guidance="classifier", guidance_weight=1.0)
+    config.training.sde = "subvpsde"
+    with pytest.raises(ConfigError, match=r"trained for .*'vpsde'.*needs a noise-conditional one for .*'subvpsde'"):
+        sample(config, folder, "eval")

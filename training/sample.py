@@ -11,7 +11,14 @@ config.sampling.checkpoint), samples with config.sampling.method, and writes to 
     <name>.png  one row per class (generate) or per input (its observation first, then the samples),
                 each row labelled, with the sampler, guidance and weight in a caption
 
-where <name> = <task>_step<step>_<method>[_<guidance>_w<weight>]. The config.sampling fields
+where <name> = <task>_step<step>_<method>[_<guidance>_w<weight>]. Class-conditional generations are also
+scored by the domain classifier (--mode train_classifier), when one is there: <name>_accuracy.json holds
+the fraction of each class's samples it assigns to that class.
+
+Classifier-free guidance needs a class-conditional model; classifier guidance ('classifier') needs the
+noise-conditional classifier of --mode train_classifier --config.classifier.noise_conditional=True and
+guides the unconditional score (of an unconditional model, or the null label of a conditional one).
+The config.sampling fields
 (configs/defaults.py): task ('generate' | 'inpaint' | 'colorize'), labels ('' = every class for generate,
 unconditional for the inverse tasks; 'null' = unconditional; or '3,5'), guidance ('none' | 'cfg' |
 'classifier'), guidance_weight, num_samples (per class or input), input (an image file) or input_indices
@@ -33,6 +40,8 @@ import models
 import sde_lib
 from data_sources.local import decode_image
 from data_sources.preprocess import ImageFormat
+from evaluation import classifier, features
+from evaluation.files import atomic_write_json
 from samplers import guidance as guidance_lib
 from samplers import inverse
 from training import parallel
@@ -64,7 +73,8 @@ def parse_labels(spec: str, num_classes: int, task: str) -> list[int | None]:
         return list(range(num_classes))
     if num_classes == 0:
         raise ConfigError(f"config.sampling.labels={spec!r} asks for classes, but the model is unconditional "
-                          f"(config.model.num_classes=0); leave labels empty.")
+                          f"(config.model.num_classes=0); leave labels empty, or guide it towards classes with "
+                          f"config.sampling.guidance='classifier'.")
     try:
         labels = [int(v) for v in spec.split(",")]
     except ValueError:
@@ -129,9 +139,6 @@ def _validate(config) -> None:
     if s.guidance == "cfg" and num_classes == 0:
         raise ConfigError("Classifier-free guidance (config.sampling.guidance='cfg') needs a class-conditional model "
                           "(config.model.num_classes > 0, trained with config.training.label_dropout > 0).")
-    if s.guidance == "classifier":
-        raise ConfigError("Classifier guidance needs a noise-conditional classifier, which this version cannot "
-                          "train yet; use config.sampling.guidance='cfg'.")
     if s.task == "colorize" and config.data.num_channels < 2:
         raise ConfigError("config.sampling.task='colorize' needs colour data (config.data.num_channels > 1).")
     if s.task != "generate" and s.method != "pc":
@@ -166,8 +173,18 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     """Run `--mode sample`; returns the path of the .npz written."""
     _validate(config)
     s, d = config.sampling, config.data
-    num_classes = config.model.num_classes
-    classes = parse_labels(s.labels, num_classes, s.task)
+    sde = sde_lib.from_config(config)
+    num_classes = label_classes = config.model.num_classes
+    log_prob_fn = None
+    if s.guidance == "classifier":
+        log_prob_fn, label_classes = classifier.guidance_log_prob_fn(config, workdir, sde)
+        if num_classes and label_classes != num_classes:
+            raise ConfigError(f"The noise-conditional classifier has {label_classes} classes, the model "
+                              f"config.model.num_classes={num_classes}; train them on the same data.")
+    classes = parse_labels(s.labels, label_classes, s.task)
+    if s.guidance != "none" and None in classes:
+        raise ConfigError(f"Guidance {s.guidance!r} needs classes to guide towards, but config.sampling.labels="
+                          f"{s.labels!r} asks for unconditional samples; name the classes, e.g. '3,5'.")
     if s.task == "generate":
         inputs, input_index, mask, observe = None, None, None, None
         row_classes = classes
@@ -179,12 +196,12 @@ def sample(config, workdir: str, eval_folder: str) -> str:
                    (lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels)))
 
     mesh = parallel.make_mesh()
-    sde = sde_lib.from_config(config)
     model = models.get_model(config)
     total = len(row_classes) * s.num_samples
     chunk = math.ceil(min(total, config.eval.batch_size) / mesh.size) * mesh.size
     guide = None if s.guidance == "none" else functools.partial(
-        guidance_lib.guided_score_fn, num_classes=num_classes, guidance=s.guidance, weight=s.guidance_weight)
+        guidance_lib.guided_score_fn, num_classes=num_classes, guidance=s.guidance, weight=s.guidance_weight,
+        log_prob_fn=log_prob_fn)
     sample_fn = make_sample_fn(config, sde, model, chunk, mesh, guide=guide, observe=observe)
 
     checkpointer = Checkpointer(workdir)
@@ -192,7 +209,7 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     variables = restore_state(checkpointer, step, config, model, mesh).ema_variables
     checkpointer.close()
 
-    labels = np.repeat([num_classes if y is None else y for y in row_classes], s.num_samples)
+    labels = np.repeat([label_classes if y is None else y for y in row_classes], s.num_samples)
     known = None if inputs is None else np.repeat(inputs / np.float32(255), s.num_samples, axis=0)
     num_chunks = math.ceil(total / chunk)
     pad = np.minimum(np.arange(num_chunks * chunk), total - 1)  # the last chunk repeats the last sample
@@ -200,7 +217,7 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     images = []
     for c in range(num_chunks):
         part = pad[c * chunk:(c + 1) * chunk]
-        out = sample_fn(jax.random.fold_in(rng, c), variables, jnp.asarray(labels[part]) if num_classes else None,
+        out = sample_fn(jax.random.fold_in(rng, c), variables, jnp.asarray(labels[part]) if label_classes else None,
                         None if known is None else jnp.asarray(known[part]))
         images.append(parallel.gather(out))
         logging.info("Sampled %d of %d.", min((c + 1) * chunk, total), total)
@@ -217,11 +234,32 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     extra = {} if inputs is None else {"input": inputs, "input_index": input_index,
                                        "mask": np.zeros(0) if mask is None else mask}
     np.savez_compressed(path, image=np.round(images * 255).astype(np.uint8),
-                        label=np.where(labels == num_classes, -1, labels) if num_classes else np.full(total, -1),
+                        label=np.where(labels == label_classes, -1, labels) if label_classes else np.full(total, -1),
                         guidance=s.guidance, guidance_weight=s.guidance_weight, step=step, method=s.method, **extra)
     _write_grid(os.path.join(folder, name + ".png"), images, row_classes, config, step, inputs, input_index, mask)
     logging.info("Samples written to %s (.npz and .png).", os.path.join(folder, name))
+    if s.task == "generate" and label_classes:
+        _class_accuracy(config, workdir, os.path.join(folder, name + "_accuracy.json"), images, labels,
+                        label_classes)
     return path
+
+
+def _class_accuracy(config, workdir: str, path: str, images, labels, num_classes: int) -> None:
+    """Write the domain classifier's per-class accuracy on the samples (labels == its argmax) to `path`, when a
+    domain classifier has been trained (--mode train_classifier); else only say how to get one."""
+    if not os.path.isfile(os.path.join(classifier.classifier_dir(config, workdir), classifier.WEIGHTS_FILE)):
+        logging.info("No domain classifier in %s: train one with --mode train_classifier to measure the samples' "
+                     "per-class accuracy.", classifier.classifier_dir(config, workdir))
+        return
+    net = features.classifier_net(config, workdir)
+    logits = features.compute_features(net, np.round(images * 255).astype(np.uint8), config.eval.batch_size)["logits"]
+    hit = np.argmax(logits, axis=-1) == labels
+    per_class = {str(y): float(np.mean(hit[labels == y])) for y in range(num_classes) if np.any(labels == y)}
+    result = {"per_class_accuracy": per_class, "accuracy": float(np.mean(hit[labels < num_classes]))
+              if np.any(labels < num_classes) else None, "classifier": net.description,
+              "classifier_test_accuracy": net.test_accuracy, "num_samples": int(len(labels))}
+    atomic_write_json(path, result)
+    logging.info("Domain classifier accuracy of the samples: %s (per class %s).", result["accuracy"], per_class)
 
 
 def _write_grid(path, images, row_classes, config, step, inputs, input_index, mask) -> None:
