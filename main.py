@@ -32,7 +32,13 @@ def _train_classifier(config, workdir, eval_folder):
     train_classifier(config, workdir)
 
 
-MODES = {"train": _train, "eval": _eval, "fid_stats": _fid_stats, "train_classifier": _train_classifier}
+def _sample(config, workdir, eval_folder):
+    from training.sample import sample
+    sample(config, workdir, eval_folder)
+
+
+MODES = {"train": _train, "eval": _eval, "fid_stats": _fid_stats, "train_classifier": _train_classifier,
+         "sample": _sample}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/vp/ddpm_mnist.py.",

@@ -93,6 +93,11 @@ class SDE(abc.ABC):
         raise NotImplementedError(
             f"{type(self).__name__} has no discrete chain; train it with config.training.continuous=True.")
 
+    def perturbation_coeffs(self, t: jax.Array, continuous: bool = True) -> tuple[jax.Array, jax.Array]:
+        """(alpha, sigma) a model conditioned on t was trained at: marginal_coeffs(t), or for a discrete-time
+        model (continuous=False) the chain's discrete_marginal_coeffs(timestep(t))."""
+        return self.marginal_coeffs(t) if continuous else self.discrete_marginal_coeffs(self.timestep(t))
+
     def log_snr(self, t: jax.Array) -> jax.Array:
         """lambda(t) = log(alpha(t) / sigma(t)), half the log signal-to-noise ratio; decreasing in t.
 

@@ -49,6 +49,18 @@ def get_base_config():
     sampling.s_tmin = 0.0  # 'heun': churn only at EDM noise levels sigma/alpha in [s_tmin, s_tmax]
     sampling.s_tmax = float("inf")
     sampling.s_noise = 1.0  # 'heun': scale of the churn noise
+    # new: controllable generation, read by --mode sample (training/sample.py)
+    sampling.task = "generate"  # 'generate' | 'inpaint' | 'colorize' (the last two on method 'pc')
+    sampling.labels = ""  # classes: '' = every class (generate) / unconditional (inpaint, colorize); 'null'; '3,5'
+    sampling.guidance = "none"  # 'none' | 'cfg' (classifier-free) | 'classifier' (noise-conditional classifier)
+    # cfg: w of (1 + w) s(x|y) - w s(x) (0: conditional, -1: unconditional); classifier: the scale of grad log p(y|x)
+    sampling.guidance_weight = 0.0
+    sampling.classifier_dir = ""  # the noise-conditional classifier's folder; empty means <workdir>/noise_classifier
+    sampling.num_samples = 8  # samples per class (generate) or per input image (inpaint, colorize)
+    sampling.input = ""  # inpaint / colorize: an image file, resized to data.image_size ...
+    sampling.input_indices = ""  # ... or comma-separated indices into the test split, e.g. '0,1,2'
+    sampling.mask = "half"  # inpaint: 'half' (right half unknown) | 'center' | 'bottom' | an image file, white = known
+    sampling.checkpoint = 0  # step of the periodic checkpoint to sample; 0 = the newest
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 1
@@ -78,6 +90,8 @@ def get_base_config():
     classifier.n_iters = 1000
     classifier.batch_size = 64
     classifier.lr = 1e-3
+    # new: train p(y | x_t, t) on noised images for classifier guidance (config.sampling.guidance='classifier')
+    classifier.noise_conditional = False
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""

@@ -33,7 +33,8 @@ def split_path(config, split: str) -> str:
 
 # ----------------------------------------------------------------------------- folder of images
 
-def _decode(path: str, fmt: ImageFormat) -> np.ndarray:
+def decode_image(path: str, fmt: ImageFormat) -> np.ndarray:
+    """The image file at path as uint8 (size, size, channels) in the geometry fmt; DatasetError if unreadable."""
     from PIL import Image
 
     try:
@@ -56,7 +57,7 @@ class FolderSource:
         return len(self.paths)
 
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        images = parallel_map(lambda i: _decode(self.paths[i], self.fmt), indices)
+        images = parallel_map(lambda i: decode_image(self.paths[i], self.fmt), indices)
         return stack_images(images, self.fmt), self.labels[indices]
 
 

@@ -9,7 +9,11 @@ far its features can be trusted.
     4nf, 4nf, strides 1, 1, 2, 1, 2, 1 -> flatten -> Dense(4nf) -> swish = features -> Dense(K) = logits
 
 With time_conditional=True the same network is p(y | x_t, t) for classifier guidance: a sinusoidal
-embedding of the noise conditioning t enters every stage, and train_classifier's `perturb` draws (x_t, t).
+embedding of the noise conditioning c(t) enters every stage. config.classifier.noise_conditional trains it
+on x_t = alpha(t) x_0 + sigma(t) z, t ~ U(eps, T), with the (alpha, sigma) and c(t) the score model sees
+(config.training.sde / continuous; models.noise_conditioning), writes it to config.sampling.classifier_dir
+(default workdir/noise_classifier), and `guidance_log_prob_fn` turns it into the log p_t(y | x) of
+samplers.guidance.classifier_guidance.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from flax import traverse_util
 from tqdm import tqdm
 
 import datasets
+import models
+import sde_lib
 from evaluation.files import atomic_savez
 from models.layers import timestep_embedding
 from training.validation import ConfigError
@@ -89,8 +95,54 @@ def accuracy(predict, dataset: datasets.Dataset, batch_size: int) -> float:
     return correct / total
 
 
-def classifier_dir(config, workdir: str) -> str:
+def classifier_dir(config, workdir: str, noise_conditional: bool = False) -> str:
+    """The domain classifier's folder, or with noise_conditional the guidance classifier's."""
+    if noise_conditional:
+        return config.sampling.classifier_dir or os.path.join(workdir, "noise_classifier")
     return config.eval.classifier_dir or os.path.join(workdir, "classifier")
+
+
+def noisy_inputs(config, sde: sde_lib.SDE):
+    """perturb(rng, images in [0, 1]) -> (x_t mapped back by the data inverse scaler, c(t)): t ~ U(eps, T),
+    x_t = alpha x_0 + sigma z with x_0 in the model's data space; eps = sde.sampling_eps, as the samplers use."""
+    scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
+    continuous = config.training.continuous
+
+    def perturb(rng, images):
+        rng_t, rng_z = jax.random.split(rng)
+        t = jax.random.uniform(rng_t, (images.shape[0],), minval=sde.sampling_eps, maxval=sde.T)
+        alpha, sigma = sde.perturbation_coeffs(t, continuous)
+        x0 = scaler(jnp.asarray(images, jnp.float32))
+        xt = sde_lib.batch_mul(alpha, x0) + sde_lib.batch_mul(sigma, jax.random.normal(rng_z, x0.shape))
+        return inverse_scaler(xt), models.noise_conditioning(sde, t, continuous)[0]
+
+    return perturb
+
+
+def guidance_log_prob_fn(config, workdir: str, sde: sde_lib.SDE):
+    """(log_prob_fn, K): log_prob_fn(x, t) -> log p_t(y | x) (B, K), x in the model's data space, of the
+    noise-conditional classifier in classifier_dir(config, workdir, noise_conditional=True), checked to
+    match config's data, SDE and time discretization."""
+    folder = classifier_dir(config, workdir, noise_conditional=True)
+    if not os.path.isfile(os.path.join(folder, WEIGHTS_FILE)):
+        raise ConfigError(f"No noise-conditional classifier in {folder}: train one with --mode train_classifier "
+                          f"--config.classifier.noise_conditional=True (same --config and --workdir), or set "
+                          f"config.sampling.classifier_dir.")
+    model, params, meta = load_classifier(folder)
+    d, t = config.data, config.training
+    expected = (d.dataset, d.image_size, d.num_channels, t.sde, t.continuous)
+    found = tuple(meta.get(k) for k in ("dataset", "image_size", "num_channels", "sde", "continuous"))
+    if not model.time_conditional or found != expected:
+        raise ConfigError(f"The classifier in {folder} was trained for (dataset, size, channels, sde, continuous) = "
+                          f"{found}, time-conditional {model.time_conditional}; classifier guidance needs a "
+                          f"noise-conditional one for {expected}.")
+    inverse_scaler = datasets.get_data_inverse_scaler(config)
+
+    def log_prob_fn(x, time):
+        cond = models.noise_conditioning(sde, time, t.continuous)[0]
+        return jax.nn.log_softmax(model.apply({"params": params}, inverse_scaler(x), cond)["logits"])
+
+    return log_prob_fn, model.num_classes
 
 
 def save_classifier(folder: str, model: Classifier, params, **meta) -> str:
@@ -122,7 +174,9 @@ def load_classifier(folder: str) -> tuple[Classifier, dict, dict]:
 
 def train_classifier(config, workdir: str) -> str:
     """`--mode train_classifier`: fit the classifier on config.data's train split, report its test accuracy,
-    and write it to config.eval.classifier_dir (default workdir/classifier). Returns the weights' path.
+    and write it to config.eval.classifier_dir (default workdir/classifier); with
+    config.classifier.noise_conditional, the guidance classifier p(y | x_t, t) to classifier_dir(..., True).
+    Returns the weights' path.
 
     Every process trains the same network on the whole split (it is small); only process 0 writes.
     """
@@ -132,12 +186,14 @@ def train_classifier(config, workdir: str) -> str:
                           f"nf={c.nf}, n_iters={c.n_iters}, batch_size={c.batch_size}.")
     train_data = datasets.load_split(config, "train", host_index=0, host_count=1)
     test_data = datasets.load_split(config, "test", host_index=0, host_count=1)
-    model = Classifier(num_classes=int(train_data.labels.max()) + 1, nf=c.nf)
+    model = Classifier(num_classes=int(train_data.labels.max()) + 1, nf=c.nf, time_conditional=c.noise_conditional)
+    perturb = noisy_inputs(config, sde_lib.from_config(config)) if c.noise_conditional else None
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = model.init(init_rng, jnp.zeros((1, d.image_size, d.image_size, d.num_channels)))["params"]
+    init_inputs = (jnp.zeros((1, d.image_size, d.image_size, d.num_channels)),) + ((jnp.zeros(1),) if perturb else ())
+    params = model.init(init_rng, *init_inputs)["params"]
     optimizer = optax.adam(c.lr)
     opt_state = optimizer.init(params)
-    step = make_train_step(model, optimizer)
+    step = make_train_step(model, optimizer, perturb)
 
     bar = tqdm(range(c.n_iters), desc="classifier", unit="step", disable=jax.process_index() != 0)
     for k in bar:
@@ -148,13 +204,17 @@ def train_classifier(config, workdir: str) -> str:
             bar.set_postfix(loss=f"{float(loss):.4f}")
     bar.close()
 
-    predict = jax.jit(lambda x: model.apply({"params": params}, x)["logits"])
+    # a noise-conditional classifier is scored on test images noised at t ~ U(eps, T) (fixed draws)
+    inputs = (lambda x: (x,)) if perturb is None else (lambda x: perturb(jax.random.PRNGKey(config.seed + 1), x))
+    predict = jax.jit(lambda x: model.apply({"params": params}, *inputs(x))["logits"])
     test_accuracy = accuracy(predict, test_data, c.batch_size)
-    folder = classifier_dir(config, workdir)
+    folder = classifier_dir(config, workdir, c.noise_conditional)
     path = os.path.join(folder, WEIGHTS_FILE)
+    noise = {"sde": config.training.sde, "continuous": config.training.continuous} if perturb else {}
     if jax.process_index() == 0:
         path = save_classifier(folder, model, params, dataset=d.dataset, image_size=d.image_size,
-                               num_channels=d.num_channels, n_iters=c.n_iters, test_accuracy=test_accuracy)
-    logging.info("Domain classifier: test accuracy %.4f on %d %s images; written to %s.", test_accuracy,
-                 len(test_data), d.dataset, path)
+                               num_channels=d.num_channels, n_iters=c.n_iters, test_accuracy=test_accuracy, **noise)
+    logging.info("%s classifier: test accuracy %.4f on %d %s images%s; written to %s.",
+                 "Noise-conditional" if perturb else "Domain", test_accuracy, len(test_data), d.dataset,
+                 " noised at t ~ U(eps, T)" if perturb else "", path)
     return path

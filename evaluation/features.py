@@ -54,7 +54,8 @@ def _inception_net(path: str) -> FeatureNet:
     return FeatureNet("inception", f"FID Inception-v3 pool3 ({path})", file_digest(path), apply, num_classes=0)
 
 
-def _classifier_net(config, workdir: str) -> FeatureNet:
+def classifier_net(config, workdir: str) -> FeatureNet:
+    """The domain classifier of classifier_dir(config, workdir), checked to be trained on config.data."""
     folder = classifier.classifier_dir(config, workdir)
     model, params, meta = classifier.load_classifier(folder)
     d = config.data
@@ -72,7 +73,7 @@ def get_feature_net(config, workdir: str) -> FeatureNet:
     """The Inception network when config.eval.inception_path is set, else the domain classifier."""
     if config.eval.inception_path:
         return _inception_net(config.eval.inception_path)
-    return _classifier_net(config, workdir)
+    return classifier_net(config, workdir)
 
 
 def compute_features(net: FeatureNet, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:

@@ -43,7 +43,7 @@ from evaluation import metrics
 from evaluation.files import atomic_write_json, fingerprint
 from evaluation.resumable import run_rounds
 from training import parallel
-from training.checkpoint import Checkpointer
+from training.checkpoint import Checkpointer, restore_state
 from training.loop import make_sample_fn
 from training.validation import ConfigError
 from training.writers import save_image_grid
@@ -77,20 +77,6 @@ def _validate(config, num_devices: int) -> None:
         raise ConfigError(f"config.eval.bpd_dataset={e.bpd_dataset!r} must be 'train' or 'test'.")
     if not (e.enable_loss or e.enable_sampling or e.enable_bpd):
         raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling or enable_bpd.")
-
-
-def restore_state(checkpointer: Checkpointer, step: int, config, model, mesh):
-    """The train state of periodic checkpoint `step`, replicated on the mesh (its structure from jax.eval_shape)."""
-    optimizer = losses.get_optimizer(config)
-
-    def fresh():
-        rng = jax.random.PRNGKey(0)
-        return losses.create_train_state(rng, models.init_model(rng, config, model), optimizer)
-
-    sharding = parallel.replicated(mesh)
-    like = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                                  jax.eval_shape(fresh))
-    return checkpointer.restore(step, like)
 
 
 def _digest(tree) -> str:

@@ -32,12 +32,10 @@ def init_model(rng: jax.Array, config, model=None):
 
 def noise_conditioning(sde: sde_lib.SDE, t: jax.Array, continuous: bool) -> tuple[jax.Array, jax.Array]:
     """(c(t), sigma(t)): the network's noise conditioning and the perturbation std at time t."""
+    _, sigma = sde.perturbation_coeffs(t, continuous)
     if continuous:
-        _, sigma = sde.marginal_coeffs(t)
         return (sigma if isinstance(sde, sde_lib.VESDE) else 999.0 * t), sigma
-    i = sde.timestep(t)
-    _, sigma = sde.discrete_marginal_coeffs(i)
-    return i.astype(jnp.float32), sigma
+    return sde.timestep(t).astype(jnp.float32), sigma
 
 
 def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, continuous: bool = True,

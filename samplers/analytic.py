@@ -13,9 +13,11 @@ The score is the responsibility-weighted sum of the component scores,
     s_k(x) = -Sigma_k^{-1} (x - alpha mu_k),
 
 with r_k computed by a softmax (logsumexp-stable). Per-component densities
-and scores are public so a class-conditional score (one component, or a
-subset, per class) is one line. Used by the sampler and likelihood tests and
-by benchmarks/samplers.py.
+and scores are public; with component k as class k, `score_fn_for_labels`
+gives the exact class-conditional scores (the mixture for the null label K)
+and `class_log_prob_fn` the exact noise-conditional classifier log r_k(x), the
+analytic targets of the guidance tests. Used by the sampler and likelihood
+tests and by benchmarks/samplers.py.
 """
 from __future__ import annotations
 
@@ -88,15 +90,42 @@ class GaussianMixture:
         continuous=False uses the SDE's discrete chain, (alpha_i, sigma_i) at i = sde.timestep(t): the exact
         score of what a discrete-time model (models.get_score_fn(..., continuous=False)) learns.
         """
-        def score_fn(x, t):
-            if continuous:
-                alpha, sigma = sde.marginal_coeffs(t)
-            else:
-                alpha, sigma = sde.discrete_marginal_coeffs(sde.timestep(t))
-            flat = jnp.reshape(x, (x.shape[0], -1))
-            return jnp.reshape(self.score(flat, alpha, sigma), x.shape)
+        return self.score_fn_for_labels(sde, continuous)(None)
 
-        return score_fn
+    def score_fn_for_labels(self, sde: sde_lib.SDE, continuous: bool = True):
+        """labels -> the exact class-conditional score_fn(x, t) with component k as class k:
+
+            grad log p_t(x | y) = s_y(x) for y < K,   grad log p_t(x) (the mixture) for the null label y = K,
+
+        and the mixture score for labels None: the analytic twin of models.get_score_fn(..., labels=labels).
+        """
+        num_components = len(self.weights)
+
+        def for_labels(labels):
+            def score_fn(x, t):
+                alpha, sigma = sde.perturbation_coeffs(t, continuous)
+                flat = jnp.reshape(x, (x.shape[0], -1))
+                mixture = self.score(flat, alpha, sigma)
+                if labels is not None:
+                    y = jnp.asarray(labels, jnp.int32)
+                    component = jnp.take_along_axis(self.component_scores(flat, alpha, sigma),
+                                                    jnp.minimum(y, num_components - 1)[:, None, None], axis=1)[:, 0]
+                    mixture = jnp.where((y < num_components)[:, None], component, mixture)
+                return jnp.reshape(mixture, x.shape)
+
+            return score_fn
+
+        return for_labels
+
+    def class_log_prob_fn(self, sde: sde_lib.SDE, continuous: bool = True):
+        """The exact noise-conditional classifier (x, t) -> log p_t(y = k | x) = log r_k(x): shape (B, K)."""
+        def log_prob_fn(x, t):
+            alpha, sigma = sde.perturbation_coeffs(t, continuous)
+            flat = jnp.reshape(x, (x.shape[0], -1))
+            return jax.nn.log_softmax(jnp.log(jnp.asarray(self.weights, x.dtype))
+                                      + self.component_log_probs(flat, alpha, sigma))
+
+        return log_prob_fn
 
     def moment_errors(self, x) -> dict:
         """How far samples x (n, D) are from this mixture, per statistic: {name: (estimate - truth, standard error)}.

@@ -227,12 +227,16 @@ class AnnealedLangevinCorrector(Corrector):
 
 @register_sampler("pc")
 def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
-                   probability_flow=False, denoise=True, num_steps=None, eps=None):
+                   probability_flow=False, denoise=True, num_steps=None, eps=None, constraint=None):
     """sampler(rng, score_fn) -> (x, nfe): PC sampling from the prior at T down to 0.
 
     denoise returns the last predictor step's mean x_mean (score_sde's noise_removal) rather than x:
     for the discrete chains that is the chain's noise-free last step (for VE exactly Tweedie's
     x + sigma_0^2 s); for euler_maruyama the mean of the step from eps to 0.
+
+    constraint (samplers/inverse.py, a LinearObservation of `shape`) solves an inverse problem: after the
+    corrector at t and the predictor to t_next, the observed coordinates are replaced by a sample of their
+    forward marginal at that time (x_mean: by its mean), and the output holds the observation exactly.
     """
     num_steps, eps = resolve_steps(sde, num_steps, eps)
     predictor_cls = _lookup(_PREDICTORS, "predictor", predictor)
@@ -240,6 +244,9 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
     # Validate the combination now, not at the first call.
     predictor_cls(sde, None, num_steps, probability_flow)
     corrector_cls(sde, None, snr, n_steps)
+    if constraint is not None and tuple(constraint.known.shape) != tuple(shape):
+        raise ValueError(f"The observed images have shape {tuple(constraint.known.shape)}, but the sampler draws "
+                         f"{tuple(shape)}; give one observation per sample.")
 
     def sampler(rng, score_fn):
         pred = predictor_cls(sde, score_fn, num_steps, probability_flow)
@@ -252,10 +259,18 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
             rng, corr_rng, pred_rng = jax.random.split(rng, 3)
             t, t_next = jnp.full((shape[0],), timesteps[i]), jnp.full((shape[0],), timesteps[i + 1])
             x, _ = corr.update(corr_rng, x, t)
+            if constraint is not None:
+                known_rng, known_next_rng = jax.random.split(jax.random.fold_in(rng, 1))
+                x = constraint.marginal_sample(known_rng, x, *sde.marginal_coeffs(t))
             x, x_mean = pred.update(pred_rng, x, t, t_next)
+            if constraint is not None:
+                alpha, sigma = sde.marginal_coeffs(t_next)
+                x = constraint.marginal_sample(known_next_rng, x, alpha, sigma)
+                x_mean = constraint.marginal_sample(None, x_mean, alpha, sigma)
             return rng, x, x_mean
 
         _, x, x_mean = jax.lax.fori_loop(0, num_steps, body, (rng, x, x))
-        return (x_mean if denoise else x), num_steps * (pred.nfe + corr.nfe)
+        x = x_mean if denoise else x
+        return (x if constraint is None else constraint.project(x)), num_steps * (pred.nfe + corr.nfe)
 
     return sampler

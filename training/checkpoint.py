@@ -60,6 +60,10 @@ class Restored:
     meta: dict
     path: str
 
+import losses
+import models
+from training import parallel
+
 
 def _abstract(tree):
     """ShapeDtypeStructs (with shardings) describing `tree`, the restore target."""
@@ -246,3 +250,18 @@ class Checkpointer:
     def close(self) -> None:
         for m in self._managers():
             m.close()
+
+
+def restore_state(checkpointer: Checkpointer, step: int, config, model, mesh):
+    """The train state of periodic checkpoint `step`, replicated on the mesh, for inference (sampling,
+    evaluation): its structure comes from jax.eval_shape of a fresh state, so nothing is initialised."""
+    optimizer = losses.get_optimizer(config)
+
+    def fresh():
+        rng = jax.random.PRNGKey(0)
+        return losses.create_train_state(rng, models.init_model(rng, config, model), optimizer)
+
+    sharding = parallel.replicated(mesh)
+    like = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                                  jax.eval_shape(fresh))
+    return checkpointer.restore(step, like)

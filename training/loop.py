@@ -56,24 +56,36 @@ def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
     return jax.jit(run, donate_argnums=(0,) if donate else ())
 
 
-def make_sample_fn(config, sde, model, num_samples: int, mesh):
-    """jit(rng, variables) -> samples in [0, 1], (num_samples, H, W, C), with the sampler of config.sampling.
+def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None):
+    """jit(rng, variables, labels=None, known=None) -> samples in [0, 1], (num_samples, H, W, C), with the sampler
+    of config.sampling.
 
     The output is sharded over the mesh's batch axis, and XLA partitions the whole
     sampling loop accordingly: each device integrates num_samples / devices samples.
-    A class-conditional model draws sample i from class i mod num_classes.
+    labels (num_samples,) gives each sample's class; by default a class-conditional model draws
+    sample i from class i mod num_classes. guide(score_fn_for_labels, labels) -> score_fn applies guidance
+    (samplers.guidance); by default the plain (conditional) score. observe(known) -> LinearObservation makes
+    the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1].
     """
     d = config.data
-    sampler = samplers.from_config(config, sde, (num_samples, d.image_size, d.image_size, d.num_channels))
-    inverse_scaler = datasets.get_data_inverse_scaler(config)
+    shape = (num_samples, d.image_size, d.image_size, d.num_channels)
+    scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
+
+    def get_sampler(known):
+        return samplers.from_config(config, sde, shape, constraint=None if observe is None else observe(scaler(known)))
+
+    get_sampler(None if observe is None else jnp.zeros(shape))  # reject a bad config before anything runs
     num_classes = config.model.num_classes
-    labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
+    default_labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
 
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
-    def sample(rng, variables):
-        score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
-                                       labels=labels)
-        x, _ = sampler(rng, score_fn)
+    def sample(rng, variables, labels=default_labels, known=None):
+        def score_fn_for_labels(y):
+            return models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
+                                       labels=y)
+
+        score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
+        x, _ = get_sampler(known)(rng, score_fn)
         return jnp.clip(inverse_scaler(x), 0.0, 1.0)
 
     return sample

@@ -49,6 +49,31 @@ def _drop_records_after(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+def save_labelled_grid(images: np.ndarray, path: str, nrow: int, row_labels, caption: str = "") -> None:
+    """Write images (N, H, W, C) in [0, 1], nrow a row, as one PNG with a label left of each row and a caption
+    above; small images are enlarged (nearest neighbour) so that a row is at least 16 pixels high."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grid = image_grid(images, nrow=nrow)
+    grid = np.repeat(grid, 3, axis=-1) if grid.shape[-1] == 1 else grid
+    row_pitch = images.shape[1] + 2
+    zoom = max(1, math.ceil(16 / row_pitch))
+    grid = np.kron(grid, np.ones((zoom, zoom, 1), np.uint8))
+    font = ImageFont.load_default()
+    margin = 6 + max([int(font.getlength(str(label))) for label in row_labels] + [0])
+    top = 16 if caption else 0
+    width = max(grid.shape[1] + margin, int(font.getlength(caption)) + 4)
+    canvas = Image.new("RGB", (width, grid.shape[0] + top), "white")
+    canvas.paste(Image.fromarray(grid), (margin, top))
+    draw = ImageDraw.Draw(canvas)
+    if caption:
+        draw.text((2, 2), caption, fill="black", font=font)
+    for r, label in enumerate(row_labels):
+        draw.text((2, top + (2 + r * row_pitch + images.shape[1] // 2) * zoom - 5), str(label), fill="black", font=font)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    canvas.save(path)
+
+
 class MetricWriter:
     """Scalars to TensorBoard (workdir/tensorboard) and to workdir/metrics.jsonl; only process 0 writes.
 
