@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any
 
 import jax
@@ -36,6 +37,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+import losses
+import models
+from training import parallel
 from training.validation import ConfigError
 
 UNREADABLE_DIR = "checkpoints-unreadable"
@@ -59,10 +63,6 @@ class Restored:
     step: int
     meta: dict
     path: str
-
-import losses
-import models
-from training import parallel
 
 
 def _abstract(tree):
@@ -133,6 +133,23 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _drop_orphaned_read_callbacks() -> None:
+    """Silence what a failed restore leaves behind. Orbax closes its event loop as soon as one read fails,
+    while tensorstore still completes the checkpoint's other reads; each of their callbacks then raises
+    RuntimeError('Event loop is closed') as an unraisable exception, printed as a traceback after our
+    one-line error. They say nothing new, so that one message is dropped from then on; any other passes."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_orphaned_read_callbacks", False):
+        return
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_orphaned_read_callbacks = True
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
     """`keep`: how many periodic checkpoints to keep (None: all); `keep_every`: also keep those at multiples of it."""
 
@@ -181,6 +198,7 @@ class Checkpointer:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for truncated or missing files
+            _drop_orphaned_read_callbacks()
             raise _Unreadable(_reason(e)) from e
         state, meta = restored["state"], dict(restored["meta"] or {})
         if meta.get("fingerprint") != fingerprint(state):
