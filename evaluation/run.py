@@ -208,9 +208,8 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
         train_stats = features_lib.split_statistics(config, workdir, eval_folder, net, "train")
         test_stats = features_lib.split_statistics(config, workdir, eval_folder, net, "test")
         real = _real_test(config, net, train_stats, test_stats)
-    checkpointer = Checkpointer(workdir)
     all_results = []
-    try:
+    with Checkpointer(workdir) as checkpointer:
         for k, step in ckpts:
             parallel.barrier("eval_checkpoint")  # hosts meet before the collectives of the restore and sampling
             state = restore_state(checkpointer, step, config, model, mesh)
@@ -238,8 +237,6 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
                 atomic_write_json(os.path.join(out_dir, f"ckpt_{k}.json"), results)
                 logging.info("Checkpoint %d (step %d): %s", k, step, _summary(results))
             all_results.append(results)
-    finally:
-        checkpointer.close()
     return all_results
 
 

@@ -153,7 +153,7 @@ def cli_error(workdir, *overrides):
                       *overrides)
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and "Traceback" not in result.stderr
+    assert last.startswith("error: ") and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert snapshot(workdir) == before
     return last
 

@@ -9,7 +9,7 @@ state and whatever host-side bookkeeping the loop asks to keep with it).
 What a kill can leave behind, and what happens to it (orbax on a local file system):
 
 * a kill during a write leaves `<step>.orbax-checkpoint-tmp-<time>/`, which orbax
-  never lists as a step; the next run deletes it (cleanup_tmp_directories);
+  never lists as a step; the next Checkpointer deletes it;
 * orbax deletes the old pre-emption checkpoint only after the new one is
   renamed into place, so one complete pre-emption checkpoint always exists;
 * a finalized folder can still be damaged (a kill while orbax deletes an old
@@ -27,7 +27,9 @@ differing parameter, before anything is restored or moved.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -43,6 +45,7 @@ from training import parallel
 from training.validation import ConfigError
 
 UNREADABLE_DIR = "checkpoints-unreadable"
+UNFINISHED_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's name for a step folder still being written
 
 
 class CheckpointError(ValueError):
@@ -158,11 +161,21 @@ class Checkpointer:
         policies = [ocp.checkpoint_managers.LatestN(keep)]  # LatestN(None) keeps all
         if keep is not None and keep_every:
             policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+        self._remove_unfinished_writes()
         self.periodic = self._manager("checkpoints", ocp.checkpoint_managers.AnyPreservationPolicy(policies))
         self.preemption = self._manager("checkpoints-meta", ocp.checkpoint_managers.LatestN(1))
 
+    def _remove_unfinished_writes(self) -> None:
+        """Delete the step folders a kill left half-written (<step>.orbax-checkpoint-tmp-<time>). Done here rather
+        than by orbax's cleanup_tmp_directories, which runs in a thread its close() does not wait for: a run stopped
+        early (a bad config, no checkpoint) would die in that thread with a traceback after its one-line error."""
+        if jax.process_index() == 0:
+            for path in glob.glob(os.path.join(self.workdir, "checkpoints*", f"*{UNFINISHED_SUFFIX}*")):
+                shutil.rmtree(path, ignore_errors=True)
+        parallel.barrier("checkpoint_cleanup")
+
     def _manager(self, name: str, policy) -> ocp.CheckpointManager:
-        options = ocp.CheckpointManagerOptions(create=True, cleanup_tmp_directories=True, preservation_policy=policy)
+        options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy)
         handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
         return ocp.CheckpointManager(os.path.join(self.workdir, name), item_handlers=handlers, options=options)
 
@@ -268,6 +281,12 @@ class Checkpointer:
     def close(self) -> None:
         for m in self._managers():
             m.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()  # orbax's threads must stop before the interpreter does, on errors too
 
 
 def restore_state(checkpointer: Checkpointer, step: int, config, model, mesh):

@@ -133,9 +133,13 @@ def train(config, workdir: str) -> losses.TrainState:
     train_data, test_data = datasets.get_dataset(config)
     init_rng, state_rng, sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints or None, keep_every=t.keep_checkpoint_every or None)
-    state, restored = restore_or_init(
-        checkpointer, lambda: losses.create_train_state(state_rng, models.init_model(init_rng, config, model),
-                                                        optimizer), mesh)
+    try:
+        state, restored = restore_or_init(
+            checkpointer, lambda: losses.create_train_state(state_rng, models.init_model(init_rng, config, model),
+                                                            optimizer), mesh)
+    except BaseException:
+        checkpointer.close()  # orbax's threads must stop before the interpreter does (the loop's finally does it later)
+        raise
     step = 0 if restored is None else restored.step
     if restored is not None:
         logging.info("Resumed from %s (step %d).", restored.path, step)

@@ -204,10 +204,9 @@ def sample(config, workdir: str, eval_folder: str) -> str:
         log_prob_fn=log_prob_fn)
     sample_fn = make_sample_fn(config, sde, model, chunk, mesh, guide=guide, observe=observe)
 
-    checkpointer = Checkpointer(workdir)
-    step = newest_checkpoint(config, workdir, checkpointer)
-    variables = restore_state(checkpointer, step, config, model, mesh).ema_variables
-    checkpointer.close()
+    with Checkpointer(workdir) as checkpointer:
+        step = newest_checkpoint(config, workdir, checkpointer)
+        variables = restore_state(checkpointer, step, config, model, mesh).ema_variables
 
     labels = np.repeat([label_classes if y is None else y for y in row_classes], s.num_samples)
     known = None if inputs is None else np.repeat(inputs / np.float32(255), s.num_samples, axis=0)
