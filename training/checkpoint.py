@@ -140,7 +140,8 @@ def _drop_orphaned_read_callbacks() -> None:
     """Silence what a failed restore leaves behind. Orbax closes its event loop as soon as one read fails,
     while tensorstore still completes the checkpoint's other reads; each of their callbacks then raises
     RuntimeError('Event loop is closed') as an unraisable exception, printed as a traceback after our
-    one-line error. They say nothing new, so that one message is dropped from then on; any other passes."""
+    one-line error. They say nothing new, so that one message is dropped; any other passes. The hook is
+    installed before any restore: the orphaned callbacks can fire before the failed restore has returned."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_orphaned_read_callbacks", False):
         return
@@ -161,6 +162,7 @@ class Checkpointer:
         policies = [ocp.checkpoint_managers.LatestN(keep)]  # LatestN(None) keeps all
         if keep is not None and keep_every:
             policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+        _drop_orphaned_read_callbacks()
         self._remove_unfinished_writes()
         self.periodic = self._manager("checkpoints", ocp.checkpoint_managers.AnyPreservationPolicy(policies))
         self.preemption = self._manager("checkpoints-meta", ocp.checkpoint_managers.LatestN(1))
@@ -211,7 +213,6 @@ class Checkpointer:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for truncated or missing files
-            _drop_orphaned_read_callbacks()
             raise _Unreadable(_reason(e)) from e
         state, meta = restored["state"], dict(restored["meta"] or {})
         if meta.get("fingerprint") != fingerprint(state):
