@@ -191,6 +191,7 @@ def test_classifier_guidance_of_an_unconditional_model_and_the_accuracy_file(cla
     hit = np.argmax(logits, axis=-1) == labels
     assert result["per_class_accuracy"] == {"2": float(np.mean(hit[:2])), "5": float(np.mean(hit[2:]))}
     assert result["accuracy"] == float(np.mean(hit))
+    assert result["class_histogram"] == np.bincount(np.argmax(logits, axis=-1), minlength=10).tolist()
 
 
 def test_guidance_classifier_that_is_missing_or_for_another_sde_is_named(classifiers, tmp_path):

@@ -244,21 +244,31 @@ def sample(config, workdir: str, eval_folder: str) -> str:
 
 
 def _class_accuracy(config, workdir: str, path: str, images, labels, num_classes: int) -> None:
-    """Write the domain classifier's per-class accuracy on the samples (labels == its argmax) to `path`, when a
-    domain classifier has been trained (--mode train_classifier); else only say how to get one."""
+    """Write what the domain classifier makes of the samples to `path`, when one has been trained (--mode
+    train_classifier): the histogram of its predicted classes and, for the class-conditional samples, the
+    fraction of each class's samples it assigns to that class. Else only say how to get one."""
     if not os.path.isfile(os.path.join(classifier.classifier_dir(config, workdir), classifier.WEIGHTS_FILE)):
         logging.info("No domain classifier in %s: train one with --mode train_classifier to measure the samples' "
                      "per-class accuracy.", classifier.classifier_dir(config, workdir))
         return
     net = features.classifier_net(config, workdir)
     logits = features.compute_features(net, np.round(images * 255).astype(np.uint8), config.eval.batch_size)["logits"]
-    hit = np.argmax(logits, axis=-1) == labels
-    per_class = {str(y): float(np.mean(hit[labels == y])) for y in range(num_classes) if np.any(labels == y)}
-    result = {"per_class_accuracy": per_class, "accuracy": float(np.mean(hit[labels < num_classes]))
-              if np.any(labels < num_classes) else None, "classifier": net.description,
-              "classifier_test_accuracy": net.test_accuracy, "num_samples": int(len(labels))}
+    predicted = np.argmax(logits, axis=-1)
+    result = {"class_histogram": np.bincount(predicted, minlength=num_classes).tolist(),
+              "classifier": net.description, "classifier_test_accuracy": net.test_accuracy,
+              "num_samples": int(len(labels))}
+    conditional = labels < num_classes  # the null label marks unconditional samples
+    if np.any(conditional):
+        hit = predicted == labels
+        result["per_class_accuracy"] = {str(y): float(np.mean(hit[labels == y]))
+                                        for y in range(num_classes) if np.any(labels == y)}
+        result["accuracy"] = float(np.mean(hit[conditional]))
+        logging.info("Domain classifier accuracy of the samples: %.3f (per class %s).", result["accuracy"],
+                     result["per_class_accuracy"])
+    else:
+        logging.info("Classes the domain classifier assigns to the unconditional samples: %s.",
+                     result["class_histogram"])
     atomic_write_json(path, result)
-    logging.info("Domain classifier accuracy of the samples: %s (per class %s).", result["accuracy"], per_class)
 
 
 def _write_grid(path, images, row_classes, config, step, inputs, input_index, mask) -> None:
