@@ -1,0 +1,114 @@
+"""PyTorch state dicts <-> Flax parameter trees, by one naming rule, and safetensors files read without torch.
+
+The networks that mirror a PyTorch reference (Stable Diffusion's components, score_sde_pytorch's models) name
+their submodules after the reference's attributes, so that converting is mechanical:
+
+    torch key   'down_blocks.0.resnets.1.conv1.weight'
+    Flax path   ('down_blocks_0', 'resnets_1', 'conv1', 'kernel')
+
+A numeric key component (an index into a ModuleList / Sequential) joins the name before it with '_'; the leaf
+'weight' becomes whichever of 'kernel' (Conv / Dense), 'scale' (norms) or 'embedding' (nn.Embed) the Flax module
+has; 'bias' stays. Layouts: a conv weight (O, I, kh, kw) becomes a kernel (kh, kw, I, O), a linear weight
+(O, I) a kernel (I, O); everything else is copied. A transposed conv is not covered (none of the mirrored
+networks has one).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+_WEIGHT_LEAVES = ("kernel", "scale", "embedding")
+
+
+class ConversionError(ValueError):
+    """A reference checkpoint does not describe the network it is loaded into."""
+
+
+def torch_key_to_path(key: str) -> tuple[str, ...]:
+    """'a.b.0.c.weight' -> ('a', 'b_0', 'c', 'weight'): numeric components join the name before them."""
+    path: list[str] = []
+    for part in key.split("."):
+        if part.isdigit() and path:
+            path[-1] = f"{path[-1]}_{part}"
+        else:
+            path.append(part)
+    return tuple(path)
+
+
+def _torch_layout(kernel_shape: tuple) -> tuple:
+    """The PyTorch shape of a Flax kernel: (kh, kw, I, O) -> (O, I, kh, kw); (I, O) -> (O, I)."""
+    if len(kernel_shape) == 4:
+        return (kernel_shape[3], kernel_shape[2], kernel_shape[0], kernel_shape[1])
+    return tuple(reversed(kernel_shape))
+
+
+def _to_flax(leaf: str, array: np.ndarray) -> np.ndarray:
+    if leaf == "kernel" and array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))
+    if leaf == "kernel" and array.ndim == 2:
+        return array.T
+    return array
+
+
+def _listing(what: str, items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+    return f"{len(items)} {what}: {shown}"
+
+
+def torch_to_flax(tensors: dict[str, np.ndarray], target, source: str = "the checkpoint",
+                  ignore: str | None = None):
+    """Flax params shaped like `target` (a param tree of arrays or ShapeDtypeStructs) filled from `tensors`.
+
+    Every target leaf must be matched by exactly one tensor of the right shape, and every tensor must be used
+    (keys matching the regular expression `ignore` excepted); otherwise a ConversionError lists the missing,
+    unexpected and misshapen names, in PyTorch's naming, and `source` says where they came from.
+    """
+    flat_target = traverse_util.flatten_dict(target)
+    by_module: dict[tuple, set] = {}
+    for path in flat_target:
+        by_module.setdefault(path[:-1], set()).add(path[-1])
+    out, unexpected, misshapen, used = {}, [], [], set()
+    for key, array in tensors.items():
+        if ignore is not None and re.search(ignore, key):
+            continue
+        *module, leaf = torch_key_to_path(key)
+        module = tuple(module)
+        if leaf == "weight":
+            leaf = next((name for name in _WEIGHT_LEAVES if name in by_module.get(module, ())), "weight")
+        path = module + (leaf,)
+        if path not in flat_target:
+            unexpected.append(key)
+            continue
+        want = tuple(flat_target[path].shape)
+        value = _to_flax(leaf, np.asarray(array))
+        if tuple(value.shape) != want:
+            torch_want = _torch_layout(want) if leaf == "kernel" else want
+            misshapen.append(f"{key} {tuple(np.shape(array))} (the network has {torch_want})")
+            continue
+        out[path] = value.astype(flat_target[path].dtype)
+        used.add(path)
+    missing = [".".join(p) for p in flat_target if p not in used]
+    problems = [_listing(what, items) for what, items in (("missing", missing), ("unexpected", unexpected),
+                                                         ("of the wrong shape", misshapen)) if items]
+    if problems:
+        raise ConversionError(f"{source} does not match the network: " + "; ".join(problems) + ".")
+    return traverse_util.unflatten_dict(out)
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors file as numpy arrays (bfloat16 / float16 widened to float32)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path} does not exist.")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, ValueError, OSError) as err:
+        raise ConversionError(f"{path} is not a readable safetensors file ({err}).") from None
+    return {k: v.astype(np.float32) if v.dtype.kind == "f" and v.dtype.itemsize < 4 else v
+            for k, v in tensors.items()}
