@@ -59,6 +59,11 @@ def get_data_inverse_scaler(config) -> Callable:
     return (lambda x: (x + 1.0) / 2.0) if config.data.centered else (lambda x: x)
 
 
+def to_uint8(images) -> np.ndarray:
+    """Float images in [0, 1] -> uint8, round(255 x) clipped to [0, 255]: the one conversion for files."""
+    return np.clip(np.round(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
 @functools.lru_cache(maxsize=4)
 def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order of epoch `epoch`; cached, as consecutive batches mostly share an epoch."""

@@ -13,27 +13,27 @@ from ml_collections import config_flags
 
 
 def _train(config, workdir, eval_folder):
-    from training.loop import train
+    from modes.train import train
     train(config, workdir)
 
 
 def _eval(config, workdir, eval_folder):
-    from evaluation.run import evaluate
+    from modes.evaluate import evaluate
     evaluate(config, workdir, eval_folder)
 
 
 def _fid_stats(config, workdir, eval_folder):
-    from evaluation.run import fid_stats
+    from modes.evaluate import fid_stats
     fid_stats(config, workdir, eval_folder)
 
 
 def _train_classifier(config, workdir, eval_folder):
-    from evaluation.classifier import train_classifier
+    from modes.train import train_classifier
     train_classifier(config, workdir)
 
 
 def _sample(config, workdir, eval_folder):
-    from training.sample import sample
+    from modes.sample import sample
     sample(config, workdir, eval_folder)
 
 

@@ -70,28 +70,29 @@ def training_images_per_second(config_name: str, batch: int, iters: int) -> tupl
     builds it (see benchmarks/train_throughput.py for the full report: FLOPs, memory, MFU)."""
     import jax
 
-    import losses
     import models
     import sde_lib
     from benchmarks import common
+    from tasks import score as score_task
     from training import parallel
+    from training import state as training_state
     from training.loop import fuse_steps
 
     config = common.load_config(config_name)
     mesh = parallel.make_mesh()
-    sde, model, optimizer = sde_lib.from_config(config), models.get_model(config), losses.get_optimizer(config)
+    sde, model, optimizer = sde_lib.from_config(config), models.get_model(config), training_state.get_optimizer(config.optim)
     variables = common.random_variables(config)
-    state = parallel.replicate(losses.create_train_state(jax.random.PRNGKey(0), variables, optimizer), mesh)
-    step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
+    state = parallel.replicate(training_state.create_train_state(jax.random.PRNGKey(0), variables, optimizer), mesh)
+    step = fuse_steps(score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
                                                  scaler=datasets.get_data_scaler(config)), donate=True)
     d = config.data
     x = np.random.default_rng(0).random((1, batch, d.image_size, d.image_size, d.num_channels), np.float32)
     batch_arrays = parallel.shard_batch({"image": x}, mesh, batch_axis=1)
-    compiled, _ = common.compile_timed(step, state, batch_arrays)
+    compiled, _ = common.compile_timed(step, state, batch_arrays, None)
     holder = [state]
 
     def run():
-        holder[0], step_losses = compiled(holder[0], batch_arrays)
+        holder[0], step_losses = compiled(holder[0], batch_arrays, None)
         step_losses.block_until_ready()
 
     return batch / common.time_calls(run, iters), sum(v.size for v in jax.tree_util.tree_leaves(variables["params"]))

@@ -4,7 +4,7 @@
     python -m benchmarks.models --batch 128 --dtype float32,bfloat16   # on a GPU
 
 Per dtype it prints, for the forward pass (train=False) and for one full training step
-(loss, backward, Adam, EMA; losses.step_fn_from_config as training runs it):
+(loss, backward, Adam, EMA; tasks.score.step_fn_from_config as training runs it):
 compile time, median wall time per call and per image, XLA's FLOPs per image
 (compiled.cost_analysis()), XLA's planned memory (arguments + outputs + temporaries
 of the compiled program, compiled.memory_analysis()), the device's peak bytes in use
@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import datasets
-import losses
 import models
 import sde_lib
 from benchmarks import common
+from tasks import score as score_task
+from training import state as training_state
 
 
 def xla_stats(compiled, batch: int) -> dict:
@@ -53,11 +54,11 @@ def benchmark(config_name: str, batch: int, dtype: str, iters: int, train: bool)
     rows.append({"what": "forward", "compile_s": compile_s, "seconds": seconds, **xla_stats(compiled, batch)})
 
     if train:
-        optimizer = losses.get_optimizer(config)
+        optimizer = training_state.get_optimizer(config.optim)
         sde = sde_lib.from_config(config)
-        step_fn = losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
+        step_fn = score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
                                              scaler=datasets.get_data_scaler(config))
-        state = losses.create_train_state(jax.random.PRNGKey(0), variables, optimizer)
+        state = training_state.create_train_state(jax.random.PRNGKey(0), variables, optimizer)
         batch_data = {"image": x}
         step = jax.jit(step_fn, donate_argnums=(0,))
         compiled, compile_s = common.compile_timed(step, state, batch_data)

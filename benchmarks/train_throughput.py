@@ -3,7 +3,7 @@
     python -m benchmarks.train_throughput                                  # DDPM++ CIFAR-10, CPU, batch 4
     python -m benchmarks.train_throughput --batch 128 --dtype bfloat16     # on a GPU: adds MFU
 
-It builds the train step exactly as `--mode train` does (losses.step_fn_from_config,
+It builds the train step exactly as `--mode train` does (tasks.score.step_fn_from_config,
 training.loop.fuse_steps with config.training.n_jitted_steps, donated state, batch
 sharded on the mesh) and prints: images/s, ms per optimizer step, compile time,
 XLA FLOPs per step, XLA's planned memory, the device's peak memory (GPU/TPU),
@@ -20,11 +20,12 @@ import jax
 import numpy as np
 
 import datasets
-import losses
 import models
 import sde_lib
 from benchmarks import common
+from tasks import score as score_task
 from training import parallel
+from training import state as training_state
 from training.loop import fuse_steps
 
 
@@ -42,20 +43,20 @@ def main(argv=None):
     config.training.batch_size = args.batch
     k = args.n_jitted_steps
     mesh = parallel.make_mesh()
-    sde, model, optimizer = sde_lib.from_config(config), models.get_model(config), losses.get_optimizer(config)
-    state = parallel.replicate(losses.create_train_state(jax.random.PRNGKey(0), common.random_variables(config),
+    sde, model, optimizer = sde_lib.from_config(config), models.get_model(config), training_state.get_optimizer(config.optim)
+    state = parallel.replicate(training_state.create_train_state(jax.random.PRNGKey(0), common.random_variables(config),
                                                          optimizer), mesh)
-    step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
+    step = fuse_steps(score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
                                                  scaler=datasets.get_data_scaler(config)), donate=True)
     d = config.data
     rng = np.random.default_rng(0)
     batch = parallel.shard_batch({"image": rng.uniform(size=(k, args.batch, d.image_size, d.image_size,
                                                               d.num_channels)).astype(np.float32)}, mesh, batch_axis=1)
-    compiled, compile_s = common.compile_timed(step, state, batch)
+    compiled, compile_s = common.compile_timed(step, state, batch, None)
     holder = [state]
 
     def run():
-        holder[0], step_losses = compiled(holder[0], batch)
+        holder[0], step_losses = compiled(holder[0], batch, None)
         step_losses.block_until_ready()
 
     seconds = common.time_calls(run, args.iters) / k

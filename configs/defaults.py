@@ -28,6 +28,7 @@ def get_base_config():
     training.keep_checkpoints = 0  # new: keep the newest N periodic checkpoints; 0 keeps all
     training.keep_checkpoint_every = 0  # new: with keep_checkpoints, also keep those at multiples of this step
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
+    training.task = "score"  # new: what --mode train trains (tasks/): 'score' | 'classifier'
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -90,6 +91,8 @@ def get_base_config():
     classifier.n_iters = 1000
     classifier.batch_size = 64
     classifier.lr = 1e-3
+    classifier.log_freq = 100  # steps between logged losses
+    classifier.snapshot_freq_for_preemption = 200  # steps between pre-emption checkpoints (exact resume)
     # new: train p(y | x_t, t) on noised images for classifier guidance (config.sampling.guidance='classifier')
     classifier.noise_conditional = False
 

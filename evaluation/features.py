@@ -21,8 +21,8 @@ import numpy as np
 from absl import logging
 
 import datasets
-from evaluation import classifier, inception, metrics, pth
-from evaluation.files import file_digest
+from evaluation import classifier, fid_weights, inception, metrics
+from training.files import file_digest
 from training.validation import ConfigError
 
 
@@ -40,7 +40,7 @@ class FeatureNet:
 
 def _inception_net(path: str) -> FeatureNet:
     try:
-        variables = pth.load_fid_inception_params(path)
+        variables = fid_weights.load_fid_inception_params(path)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from e
     net = inception.FIDInceptionV3()

@@ -1,7 +1,7 @@
 """Inception-v3 of the standard FID implementations, in Flax linen.
 
 This is the network of pytorch-fid (FID Inception, ported from TF's 2015-12-05 graph,
-weights pt_inception-2015-12-05-6726825d.pth; see evaluation/pth.py), which differs from
+weights pt_inception-2015-12-05-6726825d.pth; see evaluation/fid_weights.py), which differs from
 torchvision's Inception-v3 in three ways the FID numbers depend on:
   * the avg-pool branch of Mixed_5b..d, 6b..e and 7b excludes the zero padding from the
     mean (count_include_pad=False, as TF's avg_pool does);
@@ -13,7 +13,7 @@ Module and parameter names mirror the PyTorch module tree (Mixed_5b/branch1x1/co
 for Mixed_5b.branch1x1.conv.weight), so the weight mapping is one rule per leaf.
 
 Usage:
-    variables = evaluation.pth.load_fid_inception_params(config.eval.inception_path)
+    variables = evaluation.fid_weights.load_fid_inception_params(config.eval.inception_path)
     out = FIDInceptionV3().apply(variables, images)   # images (B, H, W, 3) in [0, 1]
     out['pool3']                                      # (B, 2048) FID / KID features
     out['logits_unbiased']                            # (B, 1008) for the Inception Score

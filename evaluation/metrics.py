@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import scipy.special
 
-from evaluation.files import atomic_savez
+from training.files import atomic_savez
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:

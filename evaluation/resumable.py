@@ -1,6 +1,6 @@
 """Work split in rounds that survives pre-emption: each finished round is one .npz, written atomically.
 
-Files are written atomically (evaluation/files.py), so a kill leaves either the whole file or none of
+Files are written atomically (training/files.py), so a kill leaves either the whole file or none of
 it. A rerun loads the rounds an earlier run finished and
 computes only the others: a kill costs at most the round in progress.
 
@@ -20,7 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from evaluation.files import atomic_savez
+from training.files import atomic_savez
 
 
 def load_round(path: str, key: str) -> dict[str, np.ndarray] | None:

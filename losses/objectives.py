@@ -25,10 +25,20 @@ import jax.numpy as jnp
 import sde_lib
 
 
+def check_options(sde: sde_lib.SDE, continuous: bool, likelihood_weighting: bool) -> None:
+    """ValueError when the options cannot go together: likelihood weighting is a continuous-time weighting, and
+    discrete time needs the SDE's discrete chain (the sub-VP SDE has none; its perturbation_coeffs says so)."""
+    if likelihood_weighting and not continuous:
+        raise ValueError("likelihood_weighting needs continuous training (config.training.continuous=True).")
+    if not continuous:
+        jax.eval_shape(lambda: sde.perturbation_coeffs(jnp.zeros(1), continuous=False))
+
+
 def score_matching_loss(rng: jax.Array, score_fn, x0: jax.Array, sde: sde_lib.SDE, *, continuous: bool = True,
                         reduce_mean: bool = False, likelihood_weighting: bool = False,
                         eps: float = 1e-5) -> jax.Array:
     """Monte-Carlo estimate of (1) on the batch x0 (B, ...), one noise level per example."""
+    check_options(sde, continuous, likelihood_weighting)
     rng_t, rng_z = jax.random.split(rng)
     batch = x0.shape[0]
     if continuous:
@@ -36,8 +46,6 @@ def score_matching_loss(rng: jax.Array, score_fn, x0: jax.Array, sde: sde_lib.SD
         alpha, sigma = sde.marginal_coeffs(t)
         weight = sde.sde(jnp.zeros_like(x0), t)[1] ** 2 / sigma**2 if likelihood_weighting else 1.0
     else:
-        if likelihood_weighting:
-            raise ValueError("likelihood_weighting needs continuous training (config.training.continuous=True).")
         i = jax.random.randint(rng_t, (batch,), 0, sde.N)
         t = sde.step_time(i)
         alpha, sigma = sde.discrete_marginal_coeffs(i)
@@ -47,3 +55,9 @@ def score_matching_loss(rng: jax.Array, score_fn, x0: jax.Array, sde: sde_lib.SD
     residual = jnp.square(sde_lib.batch_mul(sigma, score_fn(xt, t)) + z).reshape(batch, -1)
     per_example = jnp.mean(residual, axis=-1) if reduce_mean else 0.5 * jnp.sum(residual, axis=-1)
     return jnp.mean(weight * per_example)
+
+
+def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int, rate: float) -> jax.Array:
+    """Replace each label by the null label `num_classes` with probability `rate` (classifier-free guidance
+    training: one network learns both s(x, t | y) and the unconditional s(x, t))."""
+    return jnp.where(jax.random.uniform(rng, labels.shape) < rate, num_classes, labels)

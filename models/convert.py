@@ -39,7 +39,7 @@ def torch_key_to_path(key: str) -> tuple[str, ...]:
     return tuple(path)
 
 
-def _torch_layout(kernel_shape: tuple) -> tuple:
+def torch_layout(kernel_shape: tuple) -> tuple:
     """The PyTorch shape of a Flax kernel: (kh, kw, I, O) -> (O, I, kh, kw); (I, O) -> (O, I)."""
     if len(kernel_shape) == 4:
         return (kernel_shape[3], kernel_shape[2], kernel_shape[0], kernel_shape[1])
@@ -54,7 +54,7 @@ def _to_flax(leaf: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _listing(what: str, items: list[str], limit: int = 6) -> str:
+def listing(what: str, items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
     return f"{len(items)} {what}: {shown}"
 
@@ -86,13 +86,13 @@ def torch_to_flax(tensors: dict[str, np.ndarray], target, source: str = "the che
         want = tuple(flat_target[path].shape)
         value = _to_flax(leaf, np.asarray(array))
         if tuple(value.shape) != want:
-            torch_want = _torch_layout(want) if leaf == "kernel" else want
+            torch_want = torch_layout(want) if leaf == "kernel" else want
             misshapen.append(f"{key} {tuple(np.shape(array))} (the network has {torch_want})")
             continue
         out[path] = value.astype(flat_target[path].dtype)
         used.add(path)
     missing = [".".join(p) for p in flat_target if p not in used]
-    problems = [_listing(what, items) for what, items in (("missing", missing), ("unexpected", unexpected),
+    problems = [listing(what, items) for what, items in (("missing", missing), ("unexpected", unexpected),
                                                          ("of the wrong shape", misshapen)) if items]
     if problems:
         raise ConversionError(f"{source} does not match the network: " + "; ".join(problems) + ".")

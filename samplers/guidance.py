@@ -76,6 +76,15 @@ def classifier_guidance(score_fn: Callable, log_prob_fn: Callable, labels, scale
     return guided
 
 
+def check_guidance(guidance: str, num_classes: int) -> None:
+    """ValueError unless `guidance` is known and, for 'cfg', the model is class-conditional."""
+    if guidance not in GUIDANCE:
+        raise ValueError(f"Unknown guidance {guidance!r} (config.sampling.guidance); choose one of {list(GUIDANCE)}.")
+    if guidance == "cfg" and num_classes <= 0:
+        raise ValueError("Classifier-free guidance (config.sampling.guidance='cfg') needs a class-conditional model "
+                         "(config.model.num_classes > 0) trained with label dropout (config.training.label_dropout > 0).")
+
+
 def guided_score_fn(score_fn_for_labels: Callable, labels, *, num_classes: int, guidance: str = "none",
                     weight: float = 0.0, log_prob_fn: Callable | None = None) -> Callable:
     """The score_fn a sampler integrates for `labels` under guidance 'none' | 'cfg' | 'classifier'.
@@ -84,14 +93,10 @@ def guided_score_fn(score_fn_for_labels: Callable, labels, *, num_classes: int, 
     score of an unconditional one); 'cfg': classifier_free_guidance with w = weight, null label num_classes;
     'classifier': classifier_guidance of the unconditional score with scale = weight and log_prob_fn.
     """
-    if guidance not in GUIDANCE:
-        raise ValueError(f"Unknown guidance {guidance!r}; choose one of {list(GUIDANCE)}.")
+    check_guidance(guidance, num_classes)
     if guidance != "none" and labels is None:
         raise ValueError(f"Guidance {guidance!r} needs class labels to guide towards.")
     if guidance == "cfg":
-        if num_classes <= 0:
-            raise ValueError("Classifier-free guidance needs a class-conditional model (config.model.num_classes > 0) "
-                             "trained with label dropout (config.training.label_dropout > 0).")
         return classifier_free_guidance(score_fn_for_labels, labels, num_classes, weight)
     if guidance == "classifier":
         if log_prob_fn is None:

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import datasets
 from samplers.common import resolve_eps
 from samplers.ode import flow_drift, get_solver, solve
 
@@ -68,7 +67,7 @@ def get_likelihood_fn(sde, hutchinson_type: str = "rademacher", rtol: float = 1e
     """fn(rng, score_fn, x) -> (bpd (B,), z (B, ...), nfe): bits/dim of x (B, ...) on the model's scale.
 
     hutchinson_type: 'rademacher' | 'gaussian' (unbiased estimates) | 'exact' (Jacobian trace, small D).
-    inverse_scaler: the data inverse scaler (model range -> [0, 1], datasets.get_data_inverse_scaler);
+    inverse_scaler: the data inverse scaler (model range -> [0, 1]; datasets.get_data_inverse_scaler(config));
     it must be affine, and gives a = dx/du above. None means x is already in [0, 1] (a = 1).
     rng draws the Hutchinson probes (unused for 'exact'). z = x(T) is the latent and nfe counts the
     evaluations of the augmented vector field (each one score evaluation with its Jacobian-vector
@@ -107,9 +106,3 @@ def _log_data_scale(inverse_scaler) -> float:
         raise ValueError("inverse_scaler must be an increasing affine map (model range -> [0, 1]) for bits/dim.")
     return float(-np.log(u1 - u0))
 
-
-def from_config(config, sde):
-    """get_likelihood_fn with config.eval.{hutchinson_type, bpd_rtol, bpd_atol, bpd_eps} and the data scaler."""
-    e = config.eval
-    return get_likelihood_fn(sde, hutchinson_type=e.hutchinson_type, rtol=e.bpd_rtol, atol=e.bpd_atol,
-                             eps=e.bpd_eps, inverse_scaler=datasets.get_data_inverse_scaler(config))

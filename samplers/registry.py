@@ -28,12 +28,17 @@ def register_sampler(name: str):
     return register
 
 
-def get_sampler(name: str, sde, shape, **options):
-    """Build the sampler `name` for samples of `shape`; unknown names and options are errors."""
+def sampler_options(name: str) -> list[str]:
+    """The options the builder of sampler `name` takes (its keyword parameters)."""
     if name not in _SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(_SAMPLERS)}.")
+    return [p for p in inspect.signature(_SAMPLERS[name]).parameters if p not in ("sde", "shape")]
+
+
+def get_sampler(name: str, sde, shape, **options):
+    """Build the sampler `name` for samples of `shape`; unknown names and options are errors."""
+    accepted = set(sampler_options(name))
     builder = _SAMPLERS[name]
-    accepted = set(inspect.signature(builder).parameters) - {"sde", "shape"}
     unknown = set(options) - accepted
     if unknown:
         raise ValueError(f"Sampler {name!r} takes no option(s) {sorted(unknown)}; it takes {sorted(accepted)}.")

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 
 import datasets
-import losses
 import models
+import training.state as training_state
 import sde_lib
 from configs.vp import ddpm_digits
-from evaluation import classifier, features, metrics, pth, resumable
-from evaluation.run import checkpoint_steps, evaluate
+from evaluation import classifier, features, fid_weights, metrics, resumable
+from models.classifier import Classifier
+from modes.evaluate import checkpoint_steps, evaluate
+from modes.train import train_classifier
 from training import parallel
 from training.checkpoint import Checkpointer
 from training.validation import ConfigError
@@ -59,17 +61,17 @@ def eval_workdir(tmp_path_factory):
     (root / "config.py").write_text(CONFIG_FILE)
     config = load_config(root / "config.py")
     model = models.get_model(config)
-    optimizer = losses.get_optimizer(config)
+    optimizer = training_state.get_optimizer(config.optim)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(3))
     variables = models.init_model(init_rng, config, model)
     # Perturb the zero-initialised output layer so that the "trained" network is not identically zero.
     variables = jax.tree_util.tree_map(lambda p: p + 0.01 * jax.random.normal(state_rng, p.shape), variables)
-    state = losses.create_train_state(state_rng, variables, optimizer).replace(step=jnp.asarray(8))
+    state = training_state.create_train_state(state_rng, variables, optimizer).replace(step=jnp.asarray(8))
     checkpointer = Checkpointer(str(root / "work"))
     checkpointer.save(8, state, periodic=True)
     checkpointer.wait()
     checkpointer.close()
-    classifier.train_classifier(config, str(root / "work"))
+    train_classifier(config, str(root / "work"))
     return root
 
 
@@ -113,7 +115,7 @@ def test_classifier_learns_digits_and_round_trips(tmp_path):
     config = ddpm_digits.get_config()
     config.classifier.nf = 8
     config.classifier.n_iters = 150
-    path = classifier.train_classifier(config, str(tmp_path))
+    path = train_classifier(config, str(tmp_path))
     assert path == str(tmp_path / "classifier" / "classifier.npz")
     model, params, meta = classifier.load_classifier(str(tmp_path / "classifier"))
     assert (meta["dataset"], meta["image_size"], meta["num_channels"], model.num_classes) == ("digits", 8, 1, 10)
@@ -124,7 +126,7 @@ def test_classifier_learns_digits_and_round_trips(tmp_path):
 
 
 def test_time_conditional_classifier_depends_on_t():
-    model = classifier.Classifier(num_classes=3, nf=8, time_conditional=True)
+    model = Classifier(num_classes=3, nf=8, time_conditional=True)
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 8, 8, 1))
     params = model.init(jax.random.PRNGKey(1), x, jnp.zeros(2))
     a, b = (model.apply(params, x, jnp.full(2, t))["logits"] for t in (10.0, 900.0))
@@ -138,7 +140,7 @@ def test_statistics_made_with_other_weights_are_computed_again(eval_workdir, tmp
     config.eval.classifier_dir = str(tmp_path / "clf")
     nets = []
     for seed in (0, 1):
-        model = classifier.Classifier(num_classes=10, nf=8)
+        model = Classifier(num_classes=10, nf=8)
         params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 8, 8, 1)))["params"]
         classifier.save_classifier(str(tmp_path / "clf"), model, params, dataset="digits", image_size=8,
                                    num_channels=1)
@@ -215,7 +217,7 @@ def _inception_file_with_one_wrong_shape(path):
     """Every key of the pytorch-fid state dict (as zero-stride views of one float), fc.weight misshapen."""
     from test_pth import TensorSpec, write_pth
 
-    shapes = dict(pth.fid_inception_torch_shapes(), **{"fc.weight": (1000, 2048)})
+    shapes = dict(fid_weights.fid_inception_torch_shapes(), **{"fc.weight": (1000, 2048)})
     specs = {k: TensorSpec("0", 0, shape, (0,) * len(shape)) for k, shape in shapes.items()}
     write_pth(path, specs, {"0": np.zeros(1, np.float32)})
 
@@ -272,7 +274,7 @@ def test_inception_features_of_grey_images_are_those_of_their_rgb_copies(tmp_pat
 
 def test_quality_of_a_class_sorted_set_against_itself():
     """Real splits come sorted by class: the IS splits must be shuffled (else each holds one class, IS = 1)."""
-    from evaluation.run import quality
+    from modes.evaluate import quality
 
     labels = np.repeat(np.arange(10), 50)
     logits = 30.0 * np.eye(10)[labels]  # confident and balanced: IS = 10
@@ -288,7 +290,7 @@ def test_quality_of_a_class_sorted_set_against_itself():
 
 
 def test_fid_stats_writes_both_splits_and_reports_the_noise_floor(eval_workdir):
-    from evaluation.run import fid_stats
+    from modes.evaluate import fid_stats
 
     config = load_config(eval_workdir / "config.py")
     work = str(eval_workdir / "work")
@@ -308,13 +310,13 @@ def test_fid_stats_writes_both_splits_and_reports_the_noise_floor(eval_workdir):
 def test_bits_per_dim_rounds_keep_every_image_once_in_order(eval_workdir, tmp_path):
     """_bpd with a stand-in likelihood whose 'bits/dim' is each image's mean pixel: 64-image rounds (the last
     one padded) give exactly the per-image values of the whole test split, in order."""
-    from evaluation.run import _bpd
+    from modes.evaluate import _bpd
 
     config = load_config(eval_workdir / "config.py")
     config.eval.batch_size = 64
     fake_bpd_fn = lambda rng, variables, images: (jnp.mean(images, axis=(1, 2, 3)), 7)
-    optimizer = losses.get_optimizer(config)
-    state = losses.create_train_state(jax.random.PRNGKey(0), {"params": {"w": jnp.ones(3)}}, optimizer)
+    optimizer = training_state.get_optimizer(config.optim)
+    state = training_state.create_train_state(jax.random.PRNGKey(0), {"params": {"w": jnp.ones(3)}}, optimizer)
     result = _bpd(config, fake_bpd_fn, state, parallel.make_mesh(), 1, str(tmp_path))
     test = datasets.load_split(config, "test", host_index=0, host_count=1)
     expected = test.images.astype(np.float32).mean(axis=(1, 2, 3)) / 255.0
@@ -328,7 +330,7 @@ def test_bits_per_dim_rounds_keep_every_image_once_in_order(eval_workdir, tmp_pa
 def test_eval_bits_per_dim_is_the_likelihood_of_the_scaled_test_images(eval_workdir):
     """The wiring of --mode eval's bpd: one round of all 179 test images equals get_likelihood_fn applied by
     hand to the EMA score of the checkpoint on the centred images, with the round's rng."""
-    from evaluation.run import restore_state
+    from tasks.score import restore_train_state as restore_state
     from samplers.likelihood import get_likelihood_fn
 
     config = load_config(eval_workdir / "config.py")

@@ -122,11 +122,12 @@ def test_bad_options_are_errors():
         likelihood.get_likelihood_fn(sde, method="rk4")
 
 
-def test_from_config_reads_the_eval_fields():
+def test_eval_mode_reads_the_likelihood_fields():
     from configs.defaults import get_base_config
+    from modes.evaluate import make_bpd_fn
 
     config = get_base_config()
-    likelihood.from_config(config, sde_lib.VPSDE())
+    make_bpd_fn(config, sde_lib.VPSDE(), model=None)
     config.eval.hutchinson_type = "hutch"
     with pytest.raises(ValueError, match="hutchinson_type"):
-        likelihood.from_config(config, sde_lib.VPSDE())
+        make_bpd_fn(config, sde_lib.VPSDE(), model=None)

@@ -13,8 +13,8 @@ from test_preemption import metrics
 from test_training import leaves_equal, make_state
 from training import parallel
 from training.checkpoint import Checkpointer
-from training.guard import NonFiniteLossError
-from training.loop import train
+from training.loss_window import NonFiniteLossError
+from modes.train import train
 
 
 @pytest.fixture

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 import datasets
-import losses
 import models
 import sde_lib
+import training.state as training_state
 from helpers import tiny_config
 from train_worker import local_params
 from training import parallel
 from training.checkpoint import Checkpointer
-from training.loop import fuse_steps, train
+from modes.train import train
+from tasks import score as score_task
+from training.loop import fuse_steps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "train_worker.py")
@@ -37,8 +39,8 @@ def parse_report(stdout: str) -> dict:
 def restore_params(workdir):
     config = tiny_config()  # the optimizer's hyperparameters do not change the state's structure
     model = models.get_model(config)
-    like = losses.create_train_state(jax.random.PRNGKey(0), models.init_model(jax.random.PRNGKey(1), config, model),
-                                     losses.get_optimizer(config))
+    like = training_state.create_train_state(jax.random.PRNGKey(0), models.init_model(jax.random.PRNGKey(1), config, model),
+                                     training_state.get_optimizer(config.optim))
     state, step = Checkpointer(str(workdir)).restore_latest(parallel.replicate(like, parallel.make_mesh()))
     return state, step
 
@@ -98,12 +100,12 @@ def test_n_jitted_steps_equal_single_steps():
     config = tiny_config()
     sde = sde_lib.from_config(config)
     model = models.get_model(config)
-    optimizer = losses.get_optimizer(config)
-    state = losses.create_train_state(jax.random.PRNGKey(0), models.init_model(jax.random.PRNGKey(1), config, model),
+    optimizer = training_state.get_optimizer(config.optim)
+    state = training_state.create_train_state(jax.random.PRNGKey(0), models.init_model(jax.random.PRNGKey(1), config, model),
                                       optimizer)
-    step_fn = losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer)
+    step_fn = score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer)
     batches = next(datasets.get_dataset(config)[0].batches(16, steps_per_call=3))
-    fused_state, fused_losses = fuse_steps(step_fn, donate=False)(state, batches)
+    fused_state, fused_losses = fuse_steps(step_fn, donate=False)(state, batches, None)
     single = jax.jit(step_fn)
     single_losses = []
     for k in range(3):

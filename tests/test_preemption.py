@@ -13,8 +13,7 @@ import numpy as np
 from configs.vp import ddpm_digits
 from test_training import leaves_equal, make_state
 from training import parallel
-from training.checkpoint import Checkpointer
-from training.loop import restore_or_init
+from training.checkpoint import Checkpointer, abstract_like
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,7 +145,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_model(tmp_
     assert resumed_step((tmp_path / "last.log").read_text()) == kills[-1][2]
     assert reference.wait(timeout=600) == 0, (tmp_path / "straight.log").read_text()
 
-    final = [restore_or_init(Checkpointer(w), lambda: make_state(config())[2], parallel.make_mesh())[1]
+    final = [Checkpointer(w).latest(abstract_like(lambda: make_state(config())[2], parallel.make_mesh()))
              for w in (workdir, straight)]
     assert final[0].step == final[1].step == n_iters
     assert leaves_equal(final[0].state, final[1].state)  # params, EMA, optimizer state, step and rng, bit for bit

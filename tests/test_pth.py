@@ -1,4 +1,4 @@
-"""evaluation.pth: torch-free reading of .pth state dicts and the FID Inception weight mapping.
+"""models.pth: torch-free reading of .pth state dicts and the FID Inception weight mapping.
 
 The files are made by a minimal writer below that emits, opcode by opcode, the pickle
 torch.save produces (protocol 2; tensors as torch._utils._rebuild_tensor_v2 calls whose
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation import inception, pth
+from evaluation import fid_weights, inception
+from models import pth
 
 KEYS_FILE = Path(__file__).parent / 'data' / 'pt_inception-2015-12-05_keys.txt'
 _STORAGE_NAMES = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.float16): 'HalfStorage',
@@ -232,7 +233,7 @@ def test_flax_variables_map_onto_exactly_the_pytorch_fid_keys():
     assert len(reference) == 566
     counters = {k for k in reference if k.endswith('.num_batches_tracked')}
     assert len(counters) == 94 and all(reference[k] == () for k in counters)
-    mapped = pth.fid_inception_torch_shapes()   # from jax.eval_shape of FIDInceptionV3.init
+    mapped = fid_weights.fid_inception_torch_shapes()   # from jax.eval_shape of FIDInceptionV3.init
     assert mapped == {k: v for k, v in reference.items() if k not in counters}
     assert counters == {k.replace('running_mean', 'num_batches_tracked')
                         for k in mapped if k.endswith('.running_mean')}
@@ -241,7 +242,7 @@ def test_flax_variables_map_onto_exactly_the_pytorch_fid_keys():
 def test_missing_weights_say_what_to_provide(tmp_path):
     missing = tmp_path / 'weights' / 'inception.pth'
     with pytest.raises(FileNotFoundError) as e:
-        pth.load_fid_inception_params(missing)
+        fid_weights.load_fid_inception_params(missing)
     assert str(e.value) == (
         f'FID Inception weights not found at {missing}: download '
         'pt_inception-2015-12-05-6726825d.pth (the pytorch-fid weights) and pass its path '
@@ -261,7 +262,7 @@ def test_load_fid_inception_params_maps_every_tensor(tmp_path):
         specs[key] = contiguous(str(i), shape)
     path = tmp_path / 'pt_inception.pth'
     write_pth(path, specs, storages, layout='legacy')
-    variables = pth.load_fid_inception_params(path)
+    variables = fid_weights.load_fid_inception_params(path)
 
     abstract = inception.abstract_variables()
     shapes = lambda tree: {k: np.shape(v) for k, v in _flatten(tree).items()}
@@ -296,7 +297,7 @@ def test_wrong_state_dict_lists_missing_unexpected_and_misshapen_keys(tmp_path):
     path = tmp_path / 'resnet.pth'
     write_pth(path, specs, storages)
     with pytest.raises(ValueError) as e:
-        pth.load_fid_inception_params(path)
+        fid_weights.load_fid_inception_params(path)
     message = str(e.value)
     assert message.startswith(f'{path} is not the FID Inception-v3 state dict: 471 missing keys: ')
     assert 'and 463 more' in message

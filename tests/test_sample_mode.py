@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import losses
 import models
+import training.state as training_state
 import sde_lib
 from evaluation import features
-from evaluation.classifier import guidance_log_prob_fn, train_classifier
+from evaluation.classifier import guidance_log_prob_fn
+from modes.train import train_classifier
 from helpers import tiny_config
 from training.checkpoint import Checkpointer
-from training.sample import sample
+from modes.sample import sample
 from training.validation import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,7 @@ def save_fresh_checkpoint(config, folder):
     """A periodic checkpoint of step 4 holding a freshly initialised model (training it would only add
     compile time: the train loop has its own tests)."""
     variables = models.init_model(jax.random.PRNGKey(0), config)
-    state = losses.create_train_state(jax.random.PRNGKey(1), variables, losses.get_optimizer(config))
+    state = training_state.create_train_state(jax.random.PRNGKey(1), variables, training_state.get_optimizer(config.optim))
     checkpointer = Checkpointer(str(folder))
     checkpointer.save(4, state, periodic=True)
     checkpointer.wait()

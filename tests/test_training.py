@@ -11,17 +11,20 @@ import datasets
 import losses
 import models
 import sde_lib
+import training.state as training_state
 from helpers import tiny_config
+from modes.train import train
+from tasks import score as score_task
 from training import parallel
 from training.checkpoint import Checkpointer
-from training.loop import fuse_steps, train
+from training.loop import fuse_steps
 
 
 def make_state(config, seed=0):
     model = models.get_model(config)
-    optimizer = losses.get_optimizer(config)
+    optimizer = training_state.get_optimizer(config.optim)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-    return model, optimizer, losses.create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
+    return model, optimizer, training_state.create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
 
 
 def leaves_equal(a, b):
@@ -35,7 +38,7 @@ def test_twenty_steps_on_digits_lower_the_loss():
     model, optimizer, state = make_state(config)
     scaler = datasets.get_data_scaler(config)
     train_data, _ = datasets.get_dataset(config)
-    step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer, scaler=scaler),
+    step = fuse_steps(score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer, scaler=scaler),
                       donate=False)
     probe = scaler(jnp.asarray(train_data.batch(0, 512, augment=False)["image"]))
 
@@ -47,7 +50,7 @@ def test_twenty_steps_on_digits_lower_the_loss():
 
     before = float(probe_loss(state.params))
     for batch in train_data.batches(16):
-        state, _ = step(state, batch)
+        state, _ = step(state, batch, None)
         if int(state.step) == 20:
             break
     after = float(probe_loss(state.params))
@@ -60,9 +63,9 @@ def test_checkpoint_round_trip_restores_the_identical_state(tmp_path):
     config = tiny_config()
     sde = sde_lib.from_config(config)
     model, optimizer, state = make_state(config)
-    step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer), donate=False)
+    step = fuse_steps(score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer), donate=False)
     train_data, _ = datasets.get_dataset(config)
-    state, _ = step(state, next(train_data.batches(16, steps_per_call=2)))
+    state, _ = step(state, next(train_data.batches(16, steps_per_call=2)), None)
     checkpointer = Checkpointer(str(tmp_path))
     checkpointer.save(2, state, periodic=True)
     checkpointer.wait()
@@ -110,7 +113,7 @@ def test_resumed_run_continues_from_the_saved_step_and_matches_an_uninterrupted_
 
 
 def test_label_dropout_rate_and_null_label():
-    from losses.step import drop_labels
+    from losses import drop_labels
 
     labels = jax.random.randint(jax.random.PRNGKey(0), (20000,), 0, 10)
     np.testing.assert_array_equal(drop_labels(jax.random.PRNGKey(1), labels, 10, 0.0), labels)
@@ -133,7 +136,7 @@ def test_class_conditional_training_step_uses_and_drops_labels():
     batch = jax.tree_util.tree_map(lambda x: x[0], batch)
     other = dict(batch, label=(batch["label"] + 1) % 10)
     for rate, differs in ((0.0, True), (1.0, False)):
-        step = jax.jit(losses.get_step_fn(sde, model, train=True, optimizer=optimizer, continuous=False,
+        step = jax.jit(score_task.get_step_fn(sde, model, train=True, optimizer=optimizer, continuous=False,
                                           num_classes=10, label_dropout=rate))
         # zero-initialised output layers would hide the labels' effect: perturb every parameter
         trained = state.replace(params=jax.tree_util.tree_map(lambda p: p + 0.01, state.params))

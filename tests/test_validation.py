@@ -1,8 +1,15 @@
-"""validate_train_config: each bad field is one sentence naming it, before any work starts."""
+"""The score model's config checks (validate_train_config and the loop's Schedule.check): each bad field is
+one sentence naming it, before any work starts."""
 import pytest
 
 from configs.vp import ddpm_digits
+from training.loop import Schedule
 from training.validation import ConfigError, validate_train_config
+
+
+def validate(config, num_devices=1):
+    validate_train_config(config)
+    Schedule.from_config(config).check(num_devices)
 
 
 def broken(edit):
@@ -46,17 +53,17 @@ def delete_field(path):
 ])
 def test_bad_fields_are_named(edit, message):
     with pytest.raises(ConfigError) as error:
-        validate_train_config(broken(edit))
+        validate(broken(edit))
     assert message in str(error.value)
 
 
 def test_batch_size_must_split_over_the_devices():
     with pytest.raises(ConfigError, match=r"training.batch_size=64 must be a positive multiple of the 3 devices"):
-        validate_train_config(ddpm_digits.get_config(), num_devices=3)
+        validate(ddpm_digits.get_config(), num_devices=3)
 
 
 def test_the_shipped_configs_pass():
     import importlib
 
     for name in ("vp.ddpm_digits", "vp.ddpm_mnist", "vp.ddpm_cifar10"):
-        validate_train_config(importlib.import_module(f"configs.{name}").get_config())
+        validate(importlib.import_module(f"configs.{name}").get_config())

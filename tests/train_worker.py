@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from training import parallel  # noqa: E402
 from helpers import tiny_config  # noqa: E402
-from training.loop import train  # noqa: E402
+from modes.train import train  # noqa: E402
 
 
 def local_params(state):

@@ -39,8 +39,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-import losses
-import models
 from training import parallel
 from training.validation import ConfigError
 
@@ -154,6 +152,12 @@ def _drop_orphaned_read_callbacks() -> None:
     sys.unraisablehook = hook
 
 
+def periodic_steps(workdir: str) -> tuple[str, list[int]]:
+    """(the periodic checkpoints' folder, their steps ascending), read without creating anything."""
+    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
+    return folder, sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+
+
 class Checkpointer:
     """`keep`: how many periodic checkpoints to keep (None: all); `keep_every`: also keep those at multiples of it."""
 
@@ -183,10 +187,6 @@ class Checkpointer:
 
     def _managers(self):
         return (self.periodic, self.preemption)
-
-    def latest_step(self) -> int | None:
-        steps = [m.latest_step() for m in self._managers() if m.latest_step() is not None]
-        return max(steps) if steps else None
 
     def save(self, step: int, state, periodic: bool, meta: dict | None = None) -> None:
         """Save `state` (and the JSON-able `meta`) as `step` in the periodic or pre-emption manager, asynchronously."""
@@ -290,16 +290,9 @@ class Checkpointer:
         self.close()  # orbax's threads must stop before the interpreter does, on errors too
 
 
-def restore_state(checkpointer: Checkpointer, step: int, config, model, mesh):
-    """The train state of periodic checkpoint `step`, replicated on the mesh, for inference (sampling,
-    evaluation): its structure comes from jax.eval_shape of a fresh state, so nothing is initialised."""
-    optimizer = losses.get_optimizer(config)
-
-    def fresh():
-        rng = jax.random.PRNGKey(0)
-        return losses.create_train_state(rng, models.init_model(rng, config, model), optimizer)
-
+def abstract_like(make_state, mesh):
+    """ShapeDtypeStructs (replicated on the mesh) of make_state()'s tree, traced with jax.eval_shape: the
+    restore target, built without initialising anything (eagerly, that takes longer than a restore)."""
     sharding = parallel.replicated(mesh)
-    like = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                                  jax.eval_shape(fresh))
-    return checkpointer.restore(step, like)
+    return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                                  jax.eval_shape(make_state))

@@ -1,205 +1,206 @@
-"""`--mode train`: the training loop.
+"""The one training loop: `train(task)` trains any component that states its task (tasks/).
 
-Each compiled call runs config.training.n_jitted_steps optimizer steps on a
-batch sharded over the device mesh; the host only waits on the device at log
-intervals and checkpoints. Checkpoints: periodic ones every snapshot_freq
-steps (with a sample grid), and one pre-emption checkpoint every
-snapshot_freq_for_preemption steps and on SIGTERM (replaced).
+Contract. A task gives what is particular to a component; the loop does everything else, once:
 
-A run killed at any moment and rerun with the same command ends with the
-same parameters, bit for bit on CPU, and logs the same losses: it resumes from
-the newest usable checkpoint, which holds the whole train state (rng
-included) and the open log window; the data order and eval batches are
-functions of the step; a NaN/inf step is caught before any checkpoint holds it
-(training/guard.py).
+    task.schedule                       a Schedule (batch size, steps, log / eval / snapshot frequencies)
+    task.workdir                        where its checkpoints, metrics.jsonl, TensorBoard and snapshots go
+    task.train_data, task.eval_data     datasets.Dataset-like splits (.batches(batch, start_step, steps_per_call,
+                                        augment)); eval_data None: no eval loss; task.augment: random flips
+    task.init_state() -> TrainState     fresh state (traced with jax.eval_shape when resuming)
+    task.train_step(state, batch, frozen) -> (state, loss)   jit-able; ends in training.state.apply_gradients
+    task.eval_step(state, batch, frozen) -> loss             jit-able
+    task.frozen, task.frozen_record     parameters used but not trained (None if none), passed to every step
+                                        as an argument, never saved by the loop; frozen_record (JSON) names
+                                        them (source run, step, digest) and is saved with every checkpoint
+    task.snapshot(state, step)          what a periodic checkpoint shows (sample grid, reconstructions);
+                                        called on every process, writes on process 0
+    task.finish(state)                  after the last step (exports, final figures)
+    task.learning_rate(step)            for the logs
+
+The loop: data by (seed, step) sharded over the device mesh and hosts, n_jitted_steps fused per compiled
+call, the NaN/inf guard (training/loss_window.py), metrics and a progress bar, periodic checkpoints (with a
+snapshot) every snapshot_freq steps and a pre-emption checkpoint every snapshot_freq_for_preemption steps
+and on SIGTERM, the keep policy. A run killed at any moment and rerun with the same command resumes from
+the newest usable checkpoint (which holds the whole state, rng included, and the open log window) and ends
+with the same parameters, bit for bit on CPU, and the same logged losses. A checkpoint written against
+other frozen parameters is refused in one line before anything is written.
 """
 from __future__ import annotations
 
-import functools
-import os
+import dataclasses
+import json
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-import datasets
-import losses
-import models
-import samplers
-import sde_lib
 from training import parallel
-from training.checkpoint import Checkpointer
-from training.guard import LossWindow, NonFiniteLossError  # noqa: F401 - NonFiniteLossError is part of this API
+from training.checkpoint import Checkpointer, abstract_like
+from training.loss_window import LossWindow
 from training.preemption import Preempted, StopRequests
-from training.validation import validate_train_config
-from training.writers import MetricWriter, save_image_grid
+from training.validation import ConfigError
+from training.writers import MetricWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How long and how often: global batch sizes, steps, and the frequencies (in steps) of logs, eval losses,
+    periodic and pre-emption checkpoints; keep_checkpoints > 0 keeps only that many periodic ones (and those at
+    multiples of keep_checkpoint_every)."""
+
+    batch_size: int
+    n_iters: int
+    log_freq: int
+    snapshot_freq: int
+    snapshot_freq_for_preemption: int
+    eval_freq: int = 0
+    eval_batch_size: int = 0
+    n_jitted_steps: int = 1
+    keep_checkpoints: int = 0
+    keep_checkpoint_every: int = 0
+    skip_nonfinite: bool = False
+    config_group: str = "training"  # where these fields live in the config, for error messages
+
+    @classmethod
+    def from_config(cls, config) -> "Schedule":
+        """The score model's schedule: config.training, with config.eval.batch_size for eval losses."""
+        t = config.training
+        return cls(batch_size=t.batch_size, n_iters=t.n_iters, log_freq=t.log_freq, snapshot_freq=t.snapshot_freq,
+                   snapshot_freq_for_preemption=t.snapshot_freq_for_preemption, eval_freq=t.eval_freq,
+                   eval_batch_size=config.eval.batch_size, n_jitted_steps=t.n_jitted_steps,
+                   keep_checkpoints=t.keep_checkpoints, keep_checkpoint_every=t.keep_checkpoint_every,
+                   skip_nonfinite=t.skip_nonfinite)
+
+    def check(self, num_devices: int) -> None:
+        """ConfigError naming the field when the schedule cannot run on `num_devices` devices."""
+        g, k = self.config_group, self.n_jitted_steps
+        if k < 1:
+            raise ConfigError(f"config.{g}.n_jitted_steps must be >= 1, got {k}.")
+        if self.n_iters < 0:
+            raise ConfigError(f"config.{g}.n_iters={self.n_iters} must be >= 0.")
+        freqs = ["log_freq", "snapshot_freq", "snapshot_freq_for_preemption"] + (["eval_freq"] if self.eval_freq else [])
+        for name in freqs:
+            value = getattr(self, name)
+            if value < 1 or value % k:
+                raise ConfigError(f"config.{g}.{name}={value} must be a positive multiple of "
+                                  f"config.{g}.n_jitted_steps={k}.")
+        for name in ("keep_checkpoints", "keep_checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config.{g}.{name}={getattr(self, name)} must be >= 0 (keep_checkpoints=0 keeps "
+                                  f"every periodic checkpoint).")
+        if self.keep_checkpoint_every % self.snapshot_freq:
+            raise ConfigError(f"config.{g}.keep_checkpoint_every={self.keep_checkpoint_every} must be a multiple of "
+                              f"config.{g}.snapshot_freq={self.snapshot_freq}, the steps periodic checkpoints "
+                              f"exist at.")
+        sizes = [(f"{g}.batch_size", self.batch_size)] + ([("eval.batch_size", self.eval_batch_size)]
+                                                          if self.eval_freq else [])
+        for name, value in sizes:
+            parallel.check_divisible(name, value, num_devices)
 
 
 def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
-    """One compiled call running step_fn over batches with a leading steps axis -> (state, per-step losses).
+    """One compiled call running step_fn(state, batch, frozen) over batches with a leading steps axis
+    -> (state, per-step losses).
 
     The steps are unrolled at trace time (a fully unrolled lax.scan): XLA:CPU runs
     a while-loop body about 7x slower than the same straight-line code (measured
     on the digits config), and lax.scan keeps the loop even for one step. The
     cost is compile time linear in n_jitted_steps.
     """
-    def run(state, batches):
+    def run(state, batches, frozen):
         step_losses = []
         for k in range(jax.tree_util.tree_leaves(batches)[0].shape[0]):
-            state, loss = step_fn(state, jax.tree_util.tree_map(lambda x: x[k], batches))
+            state, loss = step_fn(state, jax.tree_util.tree_map(lambda x: x[k], batches), frozen)
             step_losses.append(loss)
         return state, jnp.stack(step_losses)
     run.__name__ = name  # names the compiled program in JAX's logs
     return jax.jit(run, donate_argnums=(0,) if donate else ())
 
 
-def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None):
-    """jit(rng, variables, labels=None, known=None) -> samples in [0, 1], (num_samples, H, W, C), with the sampler
-    of config.sampling.
-
-    The output is sharded over the mesh's batch axis, and XLA partitions the whole
-    sampling loop accordingly: each device integrates num_samples / devices samples.
-    labels (num_samples,) gives each sample's class; by default a class-conditional model draws
-    sample i from class i mod num_classes. guide(score_fn_for_labels, labels) -> score_fn applies guidance
-    (samplers.guidance); by default the plain (conditional) score. observe(known) -> LinearObservation makes
-    the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1].
-    """
-    d = config.data
-    shape = (num_samples, d.image_size, d.image_size, d.num_channels)
-    scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
-
-    def get_sampler(known):
-        return samplers.from_config(config, sde, shape, constraint=None if observe is None else observe(scaler(known)))
-
-    get_sampler(None if observe is None else jnp.zeros(shape))  # reject a bad config before anything runs
-    num_classes = config.model.num_classes
-    default_labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
-
-    @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
-    def sample(rng, variables, labels=default_labels, known=None):
-        def score_fn_for_labels(y):
-            return models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
-                                       labels=y)
-
-        score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
-        x, _ = get_sampler(known)(rng, score_fn)
-        return jnp.clip(inverse_scaler(x), 0.0, 1.0)
-
-    return sample
+def _check_frozen(restored, record: dict) -> None:
+    """A checkpoint trained against other frozen parameters than the task's is refused, naming both."""
+    saved = restored.meta.get("frozen", {})
+    if saved != record:
+        raise ConfigError(f"The checkpoint {restored.path} was trained against {json.dumps(saved, sort_keys=True)} "
+                          f"but this run's config gives {json.dumps(record, sort_keys=True)}; point the config back "
+                          f"at the run it was trained on, or use another --workdir.")
 
 
-def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> str:
-    """Save a sample grid PNG (nrow images a row; and the images as uint8 npz) under workdir/samples/;
-    returns the PNG path."""
-    images = np.asarray(images)
-    folder = os.path.join(workdir, "samples")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"step_{step:08d}.png")
-    save_image_grid(images, path, nrow=nrow)
-    np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"),
-                        image=np.round(images * 255).astype(np.uint8))
-    return path
-
-
-def restore_or_init(checkpointer: Checkpointer, make_state, mesh):
-    """(state on the mesh, Restored or None): the newest usable checkpoint, else make_state().
-
-    The restore target is traced with jax.eval_shape, so a resumed run never initializes a model
-    (eagerly, that takes longer than the restore).
-    """
-    sharding = parallel.replicated(mesh)
-    target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                                    jax.eval_shape(make_state))
-    restored = checkpointer.latest(target)
-    if restored is not None:
-        return restored.state, restored
-    return parallel.replicate(make_state(), mesh), None
-
-
-def train(config, workdir: str) -> losses.TrainState:
-    """Train (or resume training) to config.training.n_iters steps; returns the final state."""
-    t = config.training
+def train(task):
+    """Train (or resume training) `task` to its schedule's n_iters; returns the final state."""
+    s = task.schedule
     mesh = parallel.make_mesh()
-    validate_train_config(config, num_devices=mesh.size)
+    s.check(mesh.size)
     is_chief = jax.process_index() == 0
-
-    # Everything that can reject the config, the data or the checkpoints runs before anything is written.
-    sde = sde_lib.from_config(config)
-    model = models.get_model(config)
-    optimizer = losses.get_optimizer(config)
-    train_data, test_data = datasets.get_dataset(config)
-    init_rng, state_rng, sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    checkpointer = Checkpointer(workdir, keep=t.keep_checkpoints or None, keep_every=t.keep_checkpoint_every or None)
-    try:
-        state, restored = restore_or_init(
-            checkpointer, lambda: losses.create_train_state(state_rng, models.init_model(init_rng, config, model),
-                                                            optimizer), mesh)
+    checkpointer = Checkpointer(task.workdir, keep=s.keep_checkpoints or None,
+                                keep_every=s.keep_checkpoint_every or None)
+    try:  # everything that can refuse the checkpoints runs before anything is written
+        restored = checkpointer.latest(abstract_like(task.init_state, mesh))
+        if restored is not None:
+            _check_frozen(restored, task.frozen_record)
     except BaseException:
-        checkpointer.close()  # orbax's threads must stop before the interpreter does (the loop's finally does it later)
+        checkpointer.close()  # orbax's threads must stop before the interpreter does
         raise
+    state = parallel.replicate(task.init_state(), mesh) if restored is None else restored.state
     step = 0 if restored is None else restored.step
     if restored is not None:
         logging.info("Resumed from %s (step %d).", restored.path, step)
-    window = LossWindow(step, t.skip_nonfinite, workdir, saved=None if restored is None else restored.meta)
-
-    scaler = datasets.get_data_scaler(config)
-    train_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer,
-                                                       scaler=scaler), donate=True, name="train_steps")
-    eval_step = fuse_steps(losses.step_fn_from_config(config, sde, model, train=False, scaler=scaler), donate=False,
-                           name="eval_steps")
-    train_iter = train_data.batches(t.batch_size, start_step=step, steps_per_call=t.n_jitted_steps)
-    eval_iter = test_data.batches(config.eval.batch_size, start_step=step // t.eval_freq, augment=False)
-    sample_fn = make_sample_fn(config, sde, model, t.snapshot_num_samples, mesh) if t.snapshot_sampling else None
-    learning_rate = losses.learning_rate_schedule(config)
-    writer = MetricWriter(workdir, resume_step=step)
+    frozen = None if task.frozen is None else parallel.replicate(task.frozen, mesh)
+    window = LossWindow(step, s.skip_nonfinite, task.workdir, saved=None if restored is None else restored.meta)
+    train_step = fuse_steps(task.train_step, donate=True, name="train_steps")
+    train_iter = task.train_data.batches(s.batch_size, start_step=step, steps_per_call=s.n_jitted_steps,
+                                         augment=task.augment)
+    evaluating = task.eval_data is not None and s.eval_freq > 0
+    if evaluating:
+        eval_step = jax.jit(task.eval_step)
+        eval_iter = task.eval_data.batches(s.eval_batch_size, start_step=step // s.eval_freq, augment=False)
+    writer = MetricWriter(task.workdir, resume_step=step)
 
     def save(periodic: bool):
-        window.check()  # raises before a NaN/inf step can reach a checkpoint or a sample grid
-        if periodic and sample_fn is not None:  # samples first: a periodic checkpoint implies its grid exists
-            images = parallel.gather(sample_fn(jax.random.fold_in(sample_rng, step), state.ema_variables))
-            if is_chief:
-                path = write_samples(images, workdir, step, nrow=config.model.num_classes or None)
-                logging.info("Step %d: samples written to %s", step, path)
-        checkpointer.save(step, state, periodic=periodic, meta=window.to_json())
+        window.check()  # raises before a NaN/inf step can reach a checkpoint or a snapshot
+        if periodic:  # the snapshot first: a periodic checkpoint implies its snapshot exists
+            task.snapshot(state, step)
+        checkpointer.save(step, state, periodic=periodic, meta={**window.to_json(), "frozen": task.frozen_record})
 
     window_start, window_step = time.perf_counter(), step
-    bar = tqdm(total=t.n_iters, initial=step, desc="train", unit="step", disable=not is_chief, dynamic_ncols=True)
+    bar = tqdm(total=s.n_iters, initial=step, desc="train", unit="step", disable=not is_chief, dynamic_ncols=True)
     stop = StopRequests()
     try:
-        while step < t.n_iters:
+        while step < s.n_iters:
             batch = parallel.shard_batch(next(train_iter), mesh, batch_axis=1)
-            state, step_losses = train_step(state, batch)
+            state, step_losses = train_step(state, batch, frozen)
             window.add(step_losses)
-            step += t.n_jitted_steps
-            bar.update(t.n_jitted_steps)
+            step += s.n_jitted_steps
+            bar.update(s.n_jitted_steps)
 
-            if step % t.log_freq == 0:
+            if step % s.log_freq == 0:
                 loss = window.close(step)
                 steps_per_sec = (step - window_step) / (time.perf_counter() - window_start)
-                extra = {"nonfinite_steps": window.nonfinite_steps} if t.skip_nonfinite else {}
-                writer.write(step, loss=loss, lr=float(learning_rate(step - 1)), steps_per_sec=steps_per_sec,
-                             images_per_sec=steps_per_sec * t.batch_size, **extra)
-                bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{steps_per_sec * t.batch_size:.0f}")
+                extra = {"nonfinite_steps": window.nonfinite_steps} if s.skip_nonfinite else {}
+                writer.write(step, loss=loss, lr=float(task.learning_rate(step - 1)), steps_per_sec=steps_per_sec,
+                             images_per_sec=steps_per_sec * s.batch_size, **extra)
+                bar.set_postfix(loss=f"{loss:.4g}", img_s=f"{steps_per_sec * s.batch_size:.0f}")
                 window_start, window_step = time.perf_counter(), step
 
-            if step % t.eval_freq == 0:
-                _, eval_losses = eval_step(state, parallel.shard_batch(next(eval_iter), mesh, batch_axis=1))
-                writer.write(step, eval_loss=float(jnp.mean(eval_losses)))
+            if evaluating and step % s.eval_freq == 0:
+                eval_batch = jax.tree_util.tree_map(lambda x: x[0], next(eval_iter))  # one step's batch
+                eval_loss = eval_step(state, parallel.shard_batch(eval_batch, mesh), frozen)
+                writer.write(step, eval_loss=float(eval_loss))
 
-            if step % t.snapshot_freq == 0 or step >= t.n_iters:
+            if step % s.snapshot_freq == 0 or step >= s.n_iters:
                 save(periodic=True)
-            elif step % t.snapshot_freq_for_preemption == 0 or stop.requested:
+            elif step % s.snapshot_freq_for_preemption == 0 or stop.requested:
                 save(periodic=False)
-            if stop.requested and step < t.n_iters:
+            if stop.requested and step < s.n_iters:
                 checkpointer.wait()
-                raise Preempted(stop.signum, step, workdir)
+                raise Preempted(stop.signum, step, task.workdir)
     finally:
         stop.close()
         bar.close()
         checkpointer.wait()
         checkpointer.close()
         writer.close()
+    task.finish(state)
     return state

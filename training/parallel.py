@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from training.validation import ConfigError
+
 
 def initialize_distributed(auto_detect: bool = False) -> None:
     """Join a multi-process run, if this is one.
@@ -46,6 +48,12 @@ def barrier(name: str, timeout_minutes: float = 30.0) -> None:
     client = jax._src.distributed.global_state.client  # no public barrier API yet
     if jax.process_count() > 1 and client is not None:
         client.wait_at_barrier(f"{name}-{next(_barrier_count)}", int(timeout_minutes * 60_000))
+
+
+def check_divisible(field: str, value: int, num_devices: int) -> None:
+    """ConfigError unless config.<field> (a batch split over the mesh) is a positive multiple of the devices."""
+    if value < 1 or value % num_devices:
+        raise ConfigError(f"config.{field}={value} must be a positive multiple of the {num_devices} devices.")
 
 
 def make_mesh() -> Mesh:

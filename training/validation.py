@@ -49,10 +49,7 @@ def check_field_types(config) -> None:
 
 #: (field, test, what it must be) for the numeric fields with a range.
 _RANGES = (
-    ("training.n_iters", lambda v: v >= 0, ">= 0"),
     ("training.snapshot_num_samples", lambda v: v >= 1, ">= 1"),
-    ("training.keep_checkpoints", lambda v: v >= 0, ">= 0 (0 keeps every periodic checkpoint)"),
-    ("training.keep_checkpoint_every", lambda v: v >= 0, ">= 0"),
     ("data.image_size", lambda v: v >= 1, ">= 1"),
     ("data.num_channels", lambda v: v >= 1, ">= 1"),
     ("model.num_scales", lambda v: v >= 1, ">= 1"),
@@ -62,32 +59,16 @@ _RANGES = (
 )
 
 
-def validate_train_config(config, num_devices: int = 1) -> None:
+def validate_train_config(config) -> None:
+    """The score model's config: field types, ranges, and what the network's shape needs (the schedule's
+    fields are training.loop.Schedule.check's; options of the SDE, loss and sampler are checked where they
+    are used, when those objects are built)."""
     check_field_types(config)
     for path, ok, requirement in _RANGES:
         group, name = path.split(".")
         if not ok(config[group][name]):
             raise ConfigError(f"config.{path}={config[group][name]!r} must be {requirement}.")
-    t, d, m = config.training, config.data, config.model
-    k = t.n_jitted_steps
-    if k < 1:
-        raise ConfigError(f"config.training.n_jitted_steps must be >= 1, got {k}.")
-    for name in ("log_freq", "eval_freq", "snapshot_freq", "snapshot_freq_for_preemption"):
-        value = t[name]
-        if value < 1 or value % k:
-            raise ConfigError(f"config.training.{name}={value} must be a positive multiple of "
-                              f"config.training.n_jitted_steps={k}.")
-    if t.keep_checkpoint_every % t.snapshot_freq:
-        raise ConfigError(f"config.training.keep_checkpoint_every={t.keep_checkpoint_every} must be a multiple of "
-                          f"config.training.snapshot_freq={t.snapshot_freq}, the steps periodic checkpoints exist at.")
-    for name, value in (("training.batch_size", t.batch_size), ("eval.batch_size", config.eval.batch_size),
-                        ("training.snapshot_num_samples", t.snapshot_num_samples)):
-        if value < 1 or value % num_devices:
-            raise ConfigError(f"config.{name}={value} must be a positive multiple of the {num_devices} devices.")
-    if not t.continuous and t.sde.lower() == "subvpsde":
-        raise ConfigError("The sub-VP SDE has no discrete chain: set config.training.continuous=True.")
-    if t.likelihood_weighting and not t.continuous:
-        raise ConfigError("config.training.likelihood_weighting needs config.training.continuous=True.")
+    d, m = config.data, config.model
     factor = 2 ** (len(m.ch_mult) - 1)
     if d.image_size % factor:
         raise ConfigError(f"config.data.image_size={d.image_size} must be divisible by {factor}, the "

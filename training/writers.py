@@ -8,6 +8,9 @@ import os
 import jax
 import numpy as np
 
+import datasets
+from training.files import atomic_write_text
+
 
 def image_grid(images: np.ndarray, padding: int = 2, nrow: int | None = None) -> np.ndarray:
     """(N, H, W, C) floats in [0, 1] -> one uint8 (rows*(H+p)+p, cols*(W+p)+p, C) grid, row-major."""
@@ -15,7 +18,7 @@ def image_grid(images: np.ndarray, padding: int = 2, nrow: int | None = None) ->
     cols = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
-    pixels = np.clip(np.asarray(images, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    pixels = datasets.to_uint8(images)
     for k in range(n):
         r, q = divmod(k, cols)
         y, x = padding + r * (h + padding), padding + q * (w + padding)
@@ -44,9 +47,7 @@ def _drop_records_after(path: str, step: int) -> None:
                     kept.append(line if line.endswith("\n") else line + "\n")
             except (ValueError, KeyError, TypeError):
                 continue
-    with open(path + ".tmp", "w") as f:
-        f.writelines(kept)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, "".join(kept))
 
 
 def save_labelled_grid(images: np.ndarray, path: str, nrow: int, row_labels, caption: str = "") -> None:

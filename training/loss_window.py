@@ -1,6 +1,6 @@
 """The loop's per-step losses: averaged per log window, checked for NaN/inf before anything is saved.
 
-The train step (losses.get_step_fn) never applies a non-finite update and reports
+A train step (training.state.apply_gradients) never applies a non-finite update and reports
 such a step's loss as NaN. The losses stay on the device until the loop needs
 them, at a log step or before a checkpoint, so the host does not wait on the
 device every step, yet no checkpoint is written before every step in it has

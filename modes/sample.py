@@ -41,12 +41,12 @@ import sde_lib
 from data_sources.local import decode_image
 from data_sources.preprocess import ImageFormat
 from evaluation import classifier, features
-from evaluation.files import atomic_write_json
 from samplers import guidance as guidance_lib
 from samplers import inverse
+from tasks.score import make_sample_fn, restore_train_state
 from training import parallel
-from training.checkpoint import Checkpointer, restore_state
-from training.loop import make_sample_fn
+from training.checkpoint import Checkpointer, periodic_steps
+from training.files import atomic_write_json
 from training.validation import ConfigError
 from training.writers import save_labelled_grid
 
@@ -129,21 +129,12 @@ def _validate(config) -> None:
     s, num_classes = config.sampling, config.model.num_classes
     if s.task not in TASKS:
         raise ConfigError(f"config.sampling.task={s.task!r} must be one of {list(TASKS)}.")
-    if s.guidance not in guidance_lib.GUIDANCE:
-        raise ConfigError(f"config.sampling.guidance={s.guidance!r} must be one of {list(guidance_lib.GUIDANCE)}.")
+    guidance_lib.check_guidance(s.guidance, num_classes)
     if s.num_samples < 1:
         raise ConfigError(f"config.sampling.num_samples={s.num_samples} must be at least 1.")
     if s.guidance == "none" and s.guidance_weight != 0:
         raise ConfigError(f"config.sampling.guidance_weight={s.guidance_weight} has no effect with guidance 'none'; "
                           f"set config.sampling.guidance to 'cfg' or 'classifier'.")
-    if s.guidance == "cfg" and num_classes == 0:
-        raise ConfigError("Classifier-free guidance (config.sampling.guidance='cfg') needs a class-conditional model "
-                          "(config.model.num_classes > 0, trained with config.training.label_dropout > 0).")
-    if s.task == "colorize" and config.data.num_channels < 2:
-        raise ConfigError("config.sampling.task='colorize' needs colour data (config.data.num_channels > 1).")
-    if s.task != "generate" and s.method != "pc":
-        raise ConfigError(f"config.sampling.task={s.task!r} runs on the PC sampler; set config.sampling.method='pc' "
-                          f"(got {s.method!r}).")
 
 
 def _row_labels(classes, rows: int, task: str) -> list[int | None]:
@@ -155,10 +146,9 @@ def _row_labels(classes, rows: int, task: str) -> list[int | None]:
                       f"one per input, or none.")
 
 
-def newest_checkpoint(config, workdir: str, checkpointer: Checkpointer) -> int:
+def newest_checkpoint(config, workdir: str) -> int:
     """config.sampling.checkpoint, or the newest periodic checkpoint's step; ConfigError if it is not there."""
-    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
-    steps = checkpointer.periodic.all_steps()
+    folder, steps = periodic_steps(workdir)
     if not steps:
         raise ConfigError(f"No checkpoint in {folder}; train one first with --mode train and the same --config and "
                           f"--workdir.")
@@ -204,9 +194,9 @@ def sample(config, workdir: str, eval_folder: str) -> str:
         log_prob_fn=log_prob_fn)
     sample_fn = make_sample_fn(config, sde, model, chunk, mesh, guide=guide, observe=observe)
 
+    step = newest_checkpoint(config, workdir)
     with Checkpointer(workdir) as checkpointer:
-        step = newest_checkpoint(config, workdir, checkpointer)
-        variables = restore_state(checkpointer, step, config, model, mesh).ema_variables
+        variables = restore_train_state(checkpointer, step, config, model, mesh).ema_variables
 
     labels = np.repeat([label_classes if y is None else y for y in row_classes], s.num_samples)
     known = None if inputs is None else np.repeat(inputs / np.float32(255), s.num_samples, axis=0)
@@ -232,7 +222,7 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     os.makedirs(folder, exist_ok=True)
     extra = {} if inputs is None else {"input": inputs, "input_index": input_index,
                                        "mask": np.zeros(0) if mask is None else mask}
-    np.savez_compressed(path, image=np.round(images * 255).astype(np.uint8),
+    np.savez_compressed(path, image=datasets.to_uint8(images),
                         label=np.where(labels == label_classes, -1, labels) if label_classes else np.full(total, -1),
                         guidance=s.guidance, guidance_weight=s.guidance_weight, step=step, method=s.method, **extra)
     _write_grid(os.path.join(folder, name + ".png"), images, row_classes, config, step, inputs, input_index, mask)
@@ -252,7 +242,7 @@ def _class_accuracy(config, workdir: str, path: str, images, labels, num_classes
                      "per-class accuracy.", classifier.classifier_dir(config, workdir))
         return
     net = features.classifier_net(config, workdir)
-    logits = features.compute_features(net, np.round(images * 255).astype(np.uint8), config.eval.batch_size)["logits"]
+    logits = features.compute_features(net, datasets.to_uint8(images), config.eval.batch_size)["logits"]
     predicted = np.argmax(logits, axis=-1)
     result = {"class_histogram": np.bincount(predicted, minlength=num_classes).tolist(),
               "classifier": net.description, "classifier_test_accuracy": net.test_accuracy,

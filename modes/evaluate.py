@@ -25,7 +25,6 @@ likelihood, mean and standard error over images).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 
@@ -34,17 +33,16 @@ import numpy as np
 from absl import logging
 
 import datasets
-import losses
 import models
 import sde_lib
-from samplers.likelihood import get_likelihood_fn
 from evaluation import features as features_lib
 from evaluation import metrics
-from evaluation.files import atomic_write_json, fingerprint
 from evaluation.resumable import run_rounds
+from samplers.likelihood import get_likelihood_fn
+from tasks.score import make_sample_fn, restore_train_state, step_fn_from_config
 from training import parallel
-from training.checkpoint import Checkpointer, restore_state
-from training.loop import make_sample_fn
+from training.checkpoint import Checkpointer, periodic_steps
+from training.files import atomic_write_json, json_digest, tree_digest
 from training.validation import ConfigError
 from training.writers import save_image_grid
 
@@ -55,8 +53,7 @@ def checkpoint_steps(config, workdir: str) -> list[tuple[int, int]]:
     if not 1 <= e.begin_ckpt <= e.end_ckpt:
         raise ConfigError(f"config.eval.begin_ckpt={e.begin_ckpt} and end_ckpt={e.end_ckpt} must satisfy "
                           f"1 <= begin_ckpt <= end_ckpt.")
-    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
-    available = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+    folder, available = periodic_steps(workdir)
     wanted = [(k, k * freq) for k in range(e.begin_ckpt, e.end_ckpt + 1)]
     missing = [f"{k} (step {step})" for k, step in wanted if step not in available]
     if missing:
@@ -68,23 +65,13 @@ def checkpoint_steps(config, workdir: str) -> list[tuple[int, int]]:
 
 def _validate(config, num_devices: int) -> None:
     e = config.eval
-    if e.batch_size < 1 or e.batch_size % num_devices:
-        raise ConfigError(f"config.eval.batch_size={e.batch_size} must be a positive multiple of the "
-                          f"{num_devices} devices.")
+    parallel.check_divisible("eval.batch_size", e.batch_size, num_devices)
     if e.enable_sampling and e.num_samples < 2:
         raise ConfigError(f"config.eval.num_samples={e.num_samples} must be at least 2 for feature statistics.")
     if e.enable_bpd and e.bpd_dataset not in ("train", "test"):
         raise ConfigError(f"config.eval.bpd_dataset={e.bpd_dataset!r} must be 'train' or 'test'.")
     if not (e.enable_loss or e.enable_sampling or e.enable_bpd):
         raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling or enable_bpd.")
-
-
-def _digest(tree) -> str:
-    """Hash of every leaf's bytes: round files made with other weights are never reused."""
-    h = hashlib.sha256()
-    for leaf in jax.tree_util.tree_leaves(tree):
-        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-    return h.hexdigest()[:16]
 
 
 def quality(feats, logits, ref, config, num_classes: int) -> dict:
@@ -116,19 +103,19 @@ def _eval_loss(config, sde, model, state, mesh) -> float:
     test_data = datasets.load_split(config, "test")
     if len(test_data) < b:
         raise ConfigError(f"config.eval.batch_size={b} exceeds the {len(test_data)} test images; lower it.")
-    step_fn = jax.jit(losses.step_fn_from_config(config, sde, model, train=False,
-                                                 scaler=datasets.get_data_scaler(config)))
+    loss_fn = jax.jit(step_fn_from_config(config, sde, model, train=False, scaler=datasets.get_data_scaler(config)))
     batch_losses = []
     for batch, _ in zip(test_data.ordered_batches(b), range(len(test_data) // b)):
-        state, loss = step_fn(state, parallel.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh))
-        batch_losses.append(float(loss))
+        batch_losses.append(float(loss_fn(state, parallel.shard_batch({"image": batch["image"],
+                                                                       "label": batch["label"]}, mesh))))
+        state = state.replace(rng=jax.random.split(state.rng, 3)[0])  # as the train loop's eval step advances it
     return float(np.mean(batch_losses))
 
 
 def _sample_rounds(config, model, sample_fn, state, net, k: int, folder: str) -> dict[str, np.ndarray]:
     e = config.eval
-    key = fingerprint({"sampling": config.sampling.to_dict(), "batch_size": e.batch_size, "seed": config.seed,
-                       "ckpt": k, "ema": _digest(state.ema_variables), "features": net.fingerprint})
+    key = json_digest({"sampling": config.sampling.to_dict(), "batch_size": e.batch_size, "seed": config.seed,
+                       "ckpt": k, "ema": tree_digest(state.ema_variables), "features": net.fingerprint})
     rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), 0)
 
     def compute(r):
@@ -165,9 +152,9 @@ def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
     """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
     e = config.eval
     batches = list(datasets.load_split(config, e.bpd_dataset).ordered_batches(e.batch_size))
-    key = fingerprint({"bpd": {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps",
+    key = json_digest({"bpd": {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps",
                                                  "batch_size")}, "data": config.data.to_dict(), "seed": config.seed,
-                       "ckpt": k, "ema": _digest(state.ema_variables)})
+                       "ckpt": k, "ema": tree_digest(state.ema_variables)})
     rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), 1)
 
     def compute(r):
@@ -212,7 +199,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     with Checkpointer(workdir) as checkpointer:
         for k, step in ckpts:
             parallel.barrier("eval_checkpoint")  # hosts meet before the collectives of the restore and sampling
-            state = restore_state(checkpointer, step, config, model, mesh)
+            state = restore_train_state(checkpointer, step, config, model, mesh)
             results = {"checkpoint": k, "step": step, "config": {"sampling": config.sampling.to_dict(),
                                                                  "eval": config.eval.to_dict()}}
             if e.enable_loss:

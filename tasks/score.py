@@ -1,0 +1,169 @@
+"""The score model as a task of the training loop (training/loop.py), and its sampling for snapshots.
+
+Train step: one optimizer step on the denoising score-matching loss of losses.score_matching_loss (with the
+batch's class labels, a fraction label_dropout of them replaced by the null label, for a class-conditional
+model), then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
+against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
+config.sampling from the EMA parameters, under workdir/samples/.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+import datasets
+import losses
+import models
+import samplers
+import sde_lib
+from training import parallel
+from training.checkpoint import abstract_like
+from training.loop import Schedule
+from training.state import TrainState, apply_gradients, create_train_state, get_optimizer, learning_rate_schedule
+from training.validation import validate_train_config
+from training.writers import save_image_grid
+
+
+def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
+                scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
+                reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
+                num_classes: int = 0, label_dropout: float = 0.0):
+    """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)}:
+    train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
+    train=False -> the loss of the EMA parameters."""
+    if train and optimizer is None:
+        raise ValueError("get_step_fn(train=True) needs an optimizer.")
+    losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
+
+    def loss_fn(params, model_state, rng, x0, labels):
+        dropout_rng, loss_rng = jax.random.split(rng)
+        score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
+                                       continuous=continuous, rng=dropout_rng, labels=labels)
+        return losses.score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous,
+                                          reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps)
+
+    def step_fn(state: TrainState, batch, frozen=None):
+        rng, step_rng, label_rng = jax.random.split(state.rng, 3)
+        x0 = scaler(batch["image"])
+        labels = batch["label"] if num_classes > 0 else None
+        if not train:
+            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels)
+        if labels is not None and label_dropout > 0:
+            labels = losses.drop_labels(label_rng, labels, num_classes, label_dropout)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, labels)
+        return apply_gradients(state, loss, grads, optimizer, rng, ema_rate)
+
+    return step_fn
+
+
+def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x):
+    """get_step_fn with its options read from config.training / config.model."""
+    t = config.training
+    return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
+                       continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
+                       num_classes=config.model.num_classes, label_dropout=t.label_dropout)
+
+
+def init_state(config, model, optimizer, seed_rng=None) -> TrainState:
+    """The fresh train state of `model`: params from the first key of PRNGKey(config.seed), rng the second."""
+    init_rng, state_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None else seed_rng, 3)
+    return create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
+
+
+def restore_train_state(checkpointer, step: int, config, model, mesh) -> TrainState:
+    """The train state of periodic checkpoint `step`, replicated on the mesh, for sampling and evaluation."""
+    return checkpointer.restore(step, abstract_like(lambda: init_state(config, model, get_optimizer(config.optim)),
+                                                    mesh))
+
+
+def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None):
+    """jit(rng, variables, labels=None, known=None) -> samples in [0, 1], (num_samples, H, W, C), with the sampler
+    of config.sampling.
+
+    The output is sharded over the mesh's batch axis, and XLA partitions the whole
+    sampling loop accordingly: each device integrates num_samples / devices samples.
+    labels (num_samples,) gives each sample's class; by default a class-conditional model draws
+    sample i from class i mod num_classes. guide(score_fn_for_labels, labels) -> score_fn applies guidance
+    (samplers.guidance); by default the plain (conditional) score. observe(known) -> LinearObservation makes
+    the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1].
+    """
+    d = config.data
+    shape = (num_samples, d.image_size, d.image_size, d.num_channels)
+    scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
+
+    def get_sampler(known):
+        return samplers.from_config(config, sde, shape, constraint=None if observe is None else observe(scaler(known)))
+
+    get_sampler(None if observe is None else jnp.zeros(shape))  # reject a bad config before anything runs
+    num_classes = config.model.num_classes
+    default_labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
+
+    @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
+    def sample(rng, variables, labels=default_labels, known=None):
+        def score_fn_for_labels(y):
+            return models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
+                                       labels=y)
+
+        score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
+        x, _ = get_sampler(known)(rng, score_fn)
+        return jnp.clip(inverse_scaler(x), 0.0, 1.0)
+
+    return sample
+
+
+def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> str:
+    """Save a sample grid PNG (nrow images a row; and the images as uint8 npz) under workdir/samples/;
+    returns the PNG path."""
+    images = np.asarray(images)
+    folder = os.path.join(workdir, "samples")
+    path = os.path.join(folder, f"step_{step:08d}.png")
+    save_image_grid(images, path, nrow=nrow)
+    np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"), image=datasets.to_uint8(images))
+    return path
+
+
+class ScoreTask:
+    """A score network under config.training.sde, trained on config.data (see the module docstring)."""
+
+    frozen, frozen_record, augment = None, {}, True
+
+    def __init__(self, config, workdir: str):
+        mesh = parallel.make_mesh()
+        validate_train_config(config)
+        parallel.check_divisible("training.snapshot_num_samples", config.training.snapshot_num_samples, mesh.size)
+        self.config, self.workdir = config, workdir
+        self.schedule = Schedule.from_config(config)
+        self.sde = sde_lib.from_config(config)
+        self.model = models.get_model(config)
+        self.optimizer = get_optimizer(config.optim)
+        self.learning_rate = learning_rate_schedule(config.optim)
+        self.train_data, self.eval_data = datasets.get_dataset(config)
+        scaler = datasets.get_data_scaler(config)
+        self.train_step = step_fn_from_config(config, self.sde, self.model, train=True, optimizer=self.optimizer,
+                                              scaler=scaler)
+        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler)
+        t = config.training
+        self._sample_fn = make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh) \
+            if t.snapshot_sampling else None
+        self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
+
+    def init_state(self) -> TrainState:
+        return init_state(self.config, self.model, self.optimizer)
+
+    def snapshot(self, state: TrainState, step: int) -> None:
+        if self._sample_fn is None:
+            return
+        images = parallel.gather(self._sample_fn(jax.random.fold_in(self._sample_rng, step), state.ema_variables))
+        if jax.process_index() == 0:
+            path = write_samples(images, self.workdir, step, nrow=self.config.model.num_classes or None)
+            logging.info("Step %d: samples written to %s", step, path)
+
+    def finish(self, state: TrainState) -> None:
+        """Nothing beyond the last periodic checkpoint and its grid."""
+
