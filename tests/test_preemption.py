@@ -36,15 +36,16 @@ def config():
     return c
 
 
-def launch(workdir, log):
-    """`python main.py ...` for the run under test (stderr to the file `log`), sharing the test session's
-    compilation cache."""
+def launch(workdir, log, overrides=OVERRIDES, mode="train"):
+    """`python main.py --mode <mode> ...` for the run under test (stderr to the file `log`), sharing the test
+    session's compilation cache."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-    args = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+    args = [f"--config.{k}={v}" for k, v in overrides.items()]
     with open(log, "w") as stderr:
-        return subprocess.Popen([sys.executable, "main.py", "--config", "configs/vp/ddpm_digits.py", "--workdir",
-                                 str(workdir), *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        return subprocess.Popen([sys.executable, "main.py", "--config", "configs/vp/ddpm_digits.py", "--mode", mode,
+                                 "--workdir", str(workdir), *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
 
 
 def metrics(workdir):
@@ -163,3 +164,38 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_model(tmp_
 
     lost = [reached - left for _, reached, left in kills]
     print(f"\nkill points (plan, step reached, newest checkpoint left): {kills}; steps lost: {lost}")
+
+
+CLASSIFIER = {"classifier.nf": 8, "classifier.batch_size": 32, "classifier.n_iters": 30, "classifier.log_freq": 3,
+              "classifier.snapshot_freq_for_preemption": 5}
+
+
+def test_the_domain_classifier_resumes_exactly_after_sigkill(tmp_path):
+    """--mode train_classifier runs on the one loop: killed at a checkpoint write and again mid-run, the rerun
+    ends with the uninterrupted run's weights and state, bit for bit, and the same logged losses."""
+    from evaluation.classifier import load_classifier
+
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    reference = launch(straight, tmp_path / "straight.log", CLASSIFIER, "train_classifier")
+    folder = str(killed / "classifier")
+    inode = None
+    for n, kill_at in enumerate(("step", "write")):  # SIGKILL mid-run, then as soon as a checkpoint write starts
+        start = newest_checkpoint(folder) if os.path.isdir(os.path.join(folder, "checkpoints")) else 0
+        debris, log = tmp_folders(folder), tmp_path / f"run{n}.log"
+        proc = launch(killed, log, CLASSIFIER, "train_classifier")
+        condition = ((lambda: metrics_inode(folder) != inode and logged_step(folder) >= 12) if kill_at == "step"
+                     else (lambda: bool(tmp_folders(folder) - debris)))
+        assert signal_when(proc, condition), log.read_text()
+        assert resumed_step(log.read_text()) in (None, start) and (n == 0 or start > 0), log.read_text()
+        inode = metrics_inode(folder)
+    start = newest_checkpoint(folder)
+    proc = launch(killed, tmp_path / "last.log", CLASSIFIER, "train_classifier")
+    assert proc.wait(timeout=600) == 0, (tmp_path / "last.log").read_text()
+    assert resumed_step((tmp_path / "last.log").read_text()) == start > 0
+    assert reference.wait(timeout=600) == 0, (tmp_path / "straight.log").read_text()
+
+    (_, ours, meta), (_, theirs, their_meta) = (load_classifier(str(w / "classifier")) for w in (killed, straight))
+    assert leaves_equal(ours, theirs)
+    assert meta["test_accuracy"] == their_meta["test_accuracy"]
+    curves = [[(m["step"], m["loss"]) for m in metrics(str(w / "classifier")) if "loss" in m] for w in (killed, straight)]
+    assert curves[0] == curves[1] and [s for s, _ in curves[0]] == list(range(3, 31, 3))
