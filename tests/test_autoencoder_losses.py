@@ -55,3 +55,22 @@ def test_grad_wrt_last_decoder_layer_only():
 def test_gan_terms_start_at_disc_start():
     steps = jnp.array([0, 9, 10, 11])
     np.testing.assert_array_equal(L.adopt_weight(0.5, steps, disc_start=10), [0.0, 0.0, 0.5, 0.5])
+
+
+def test_adaptive_weight_on_a_tiny_autoencoder():
+    from models.autoencoder import AutoencoderKL
+    from models.vq import VQModel
+
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 4, 4, 3), minval=-1, maxval=1)
+    vq = VQModel(block_out_channels=(4,), norm_num_groups=2, num_vq_embeddings=4)
+    vq_params = jax.eval_shape(vq.init, jax.random.PRNGKey(0), x)["params"]
+    assert vq_params["decoder"]["conv_out"]["kernel"].shape == (3, 3, 4, 3)
+    model = AutoencoderKL(block_out_channels=(4,), norm_num_groups=2, latent_channels=2)
+    params = model.init(jax.random.PRNGKey(1), x)["params"]
+    fake_logits = lambda x_hat: jnp.mean(x_hat, axis=(1, 2, 3))  # a stand-in discriminator
+    rec_loss = lambda p: L.l1_reconstruction(x, model.apply({"params": p}, x)[0])
+    gen_loss = lambda p: L.generator_loss(fake_logits(model.apply({"params": p}, x)[0]))
+    rec, gen = jax.jit(lambda p: (L.grad_wrt_leaf(rec_loss, p), L.grad_wrt_leaf(gen_loss, p)))(params)
+    assert rec.shape == gen.shape == params["decoder"]["conv_out"]["kernel"].shape
+    expected = np.linalg.norm(rec) / (np.linalg.norm(gen) + 1e-4)
+    assert float(L.adaptive_weight(rec, gen)) == pytest.approx(min(expected, 1e4), rel=1e-5)
