@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from evaluation.pth import load_state_dict
+from models.pth import load_state_dict
 from models.convert import ConversionError, torch_to_flax
 
 SHIFT = (-0.030, -0.088, -0.188)

@@ -64,8 +64,9 @@ def torch_to_flax(tensors: dict[str, np.ndarray], target, source: str = "the che
     """Flax params shaped like `target` (a param tree of arrays or ShapeDtypeStructs) filled from `tensors`.
 
     Every target leaf must be matched by exactly one tensor of the right shape, and every tensor must be used
-    (keys matching the regular expression `ignore` excepted); otherwise a ConversionError lists the missing,
-    unexpected and misshapen names, in PyTorch's naming, and `source` says where they came from.
+    (keys matching the regular expression `ignore` excepted); otherwise a ConversionError lists the missing
+    parameters (as Flax paths joined by '.'), the unexpected and the misshapen tensors (in PyTorch's naming),
+    and `source` says where they came from.
     """
     flat_target = traverse_util.flatten_dict(target)
     by_module: dict[tuple, set] = {}
