@@ -19,17 +19,12 @@ _LEAF_NAMES = {
 }
 
 
-def _fid_key_map() -> dict[str, tuple[tuple, tuple]]:
+def fid_key_map() -> dict[str, tuple[tuple, tuple]]:
     """{torch key: (Flax variable path, torch shape)}, e.g. 'Mixed_5b.branch1x1.conv.weight'
     -> (('params', 'Mixed_5b', 'branch1x1', 'conv', 'kernel'), (64, 192, 1, 1))."""
     flat = traverse_util.flatten_dict(inception.abstract_variables())
     return {'.'.join(p[1:-1] + (_LEAF_NAMES[p[0], p[-1]],)): (p, torch_layout(v.shape))
             for p, v in flat.items()}
-
-
-def fid_inception_torch_shapes() -> dict[str, tuple]:
-    """{pytorch-fid state-dict key: torch shape} that FIDInceptionV3's variables map to."""
-    return {k: shape for k, (_, shape) in _fid_key_map().items()}
 
 
 def load_fid_inception_params(path) -> dict:
@@ -43,7 +38,7 @@ def load_fid_inception_params(path) -> dict:
             f'FID Inception weights not found at {path}: download {FID_WEIGHTS_NAME} (the '
             'pytorch-fid weights) and pass its path with config.eval.inception_path.')
     state = load_state_dict(path)
-    key_map = _fid_key_map()
+    key_map = fid_key_map()
     ignored = {k.replace('.running_mean', '.num_batches_tracked')
                for k in key_map if k.endswith('.running_mean')}
     missing = [k for k in key_map if k not in state]

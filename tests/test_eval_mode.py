@@ -215,9 +215,9 @@ def fake_workdir(tmp_path):
 
 def _inception_file_with_one_wrong_shape(path):
     """Every key of the pytorch-fid state dict (as zero-stride views of one float), fc.weight misshapen."""
-    from test_pth import TensorSpec, write_pth
+    from test_pth import TensorSpec, fid_inception_torch_shapes, write_pth
 
-    shapes = dict(fid_weights.fid_inception_torch_shapes(), **{"fc.weight": (1000, 2048)})
+    shapes = dict(fid_inception_torch_shapes(), **{"fc.weight": (1000, 2048)})
     specs = {k: TensorSpec("0", 0, shape, (0,) * len(shape)) for k, shape in shapes.items()}
     write_pth(path, specs, {"0": np.zeros(1, np.float32)})
 
@@ -259,7 +259,7 @@ def test_inception_features_of_grey_images_are_those_of_their_rgb_copies(tmp_pat
     variables = _random_variables(5)
     path = tmp_path / "weights.pth"
     path.write_bytes(b"stands for the weight file")
-    monkeypatch.setattr(pth, "load_fid_inception_params", lambda p: variables if p == str(path) else None)
+    monkeypatch.setattr(fid_weights, "load_fid_inception_params", lambda p: variables if p == str(path) else None)
     config = ddpm_digits.get_config()
     config.eval.inception_path = str(path)
     net = features.get_feature_net(config, str(tmp_path))

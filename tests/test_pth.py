@@ -98,6 +98,11 @@ def state_dict_pickle(tensors, storages, legacy=False, metadata=True):
     return bytes(p.out + b'.')                                   # STOP
 
 
+def fid_inception_torch_shapes() -> dict:
+    """{pytorch-fid state-dict key: torch shape} that FIDInceptionV3's variables map to."""
+    return {k: shape for k, (_, shape) in fid_weights.fid_key_map().items()}
+
+
 def write_pth(path, tensors, storages, layout='zip'):
     """torch.save's file layouts; storages: {key: 1-D little-endian numpy array}."""
     if layout == 'zip':
@@ -233,7 +238,7 @@ def test_flax_variables_map_onto_exactly_the_pytorch_fid_keys():
     assert len(reference) == 566
     counters = {k for k in reference if k.endswith('.num_batches_tracked')}
     assert len(counters) == 94 and all(reference[k] == () for k in counters)
-    mapped = fid_weights.fid_inception_torch_shapes()   # from jax.eval_shape of FIDInceptionV3.init
+    mapped = fid_inception_torch_shapes()   # from jax.eval_shape of FIDInceptionV3.init
     assert mapped == {k: v for k, v in reference.items() if k not in counters}
     assert counters == {k.replace('running_mean', 'num_batches_tracked')
                         for k in mapped if k.endswith('.running_mean')}
