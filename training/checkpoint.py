@@ -83,19 +83,19 @@ def _leaf_bits(x: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+def _leaf_checksum(x: jax.Array) -> jax.Array:
     bits = _leaf_bits(x).reshape(-1)
     return jnp.sum(bits * (2 * jnp.arange(bits.shape[0], dtype=jnp.uint32) + 1), dtype=jnp.uint32)
 
 
-def fingerprint(tree) -> list[int]:
+def leaf_checksums(tree) -> list[int]:
     """One uint32 per leaf: sum_i (2i + 1) * bits(x_i) mod 2^32 over its elements in row-major order.
 
     Odd weights are invertible mod 2^32, so changing any single element always changes the
     fingerprint; a random corruption of a leaf goes unnoticed with probability 2^-32. Computed on
     the device, leaf by leaf (one small program per leaf shape traces far faster than one per tree).
     """
-    sums = [_leaf_fingerprint(x) for x in jax.tree_util.tree_leaves(tree)]
+    sums = [_leaf_checksum(x) for x in jax.tree_util.tree_leaves(tree)]
     return [int(np.asarray(v.addressable_data(0))) for v in sums]
 
 
@@ -193,7 +193,7 @@ class Checkpointer:
         manager = self.periodic if periodic else self.preemption
         if step in manager.all_steps():
             return
-        meta = {**(meta or {}), "fingerprint": fingerprint(state)}
+        meta = {**(meta or {}), "fingerprint": leaf_checksums(state)}
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
     def _path(self, manager, step: int) -> str:
@@ -215,7 +215,7 @@ class Checkpointer:
         except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for truncated or missing files
             raise _Unreadable(_reason(e)) from e
         state, meta = restored["state"], dict(restored["meta"] or {})
-        if meta.get("fingerprint") != fingerprint(state):
+        if meta.get("fingerprint") != leaf_checksums(state):
             raise _Unreadable("its contents do not match the fingerprint saved with it")
         return Restored(state=state, step=step, meta=meta, path=path)
 
