@@ -2,15 +2,15 @@
 
 z_t = alpha_t x + sigma_t eps on t in [0, 1], with gamma(t) = -log SNR(t) = log(sigma_t^2 / alpha_t^2) increasing from
 gamma(0) = gamma_min to gamma(1) = gamma_max, and alpha_t^2 = sigmoid(-gamma(t)), sigma_t^2 = sigmoid(gamma(t)). As the
-number of steps T -> infinity the discrete bound becomes (VDM eqs. 11, 17), per example in nats,
+number of steps T -> infinity the discrete bound becomes (VDM's continuous-time bound), per example in nats,
 
     -log p(x) <= KL(q(z_1 | x) || N(0, I)) + E_{q(z_0 | x)}[-log p(x | z_0)] + L_inf(x),
     L_inf(x)  = 1/2 E_{t ~ U(0, 1), eps ~ N(0, I)} [gamma'(t) ||eps - eps_hat(z_t; t)||^2],
 
 with the decoder p(x | z_0) = N(z_0 / alpha_0, sigma_0^2 / alpha_0^2 = e^gamma_min) per element, discretised onto the
 8-bit grid of [-1, 1] (vlb.discretized_gaussian_log_likelihood) or continuous. L_inf depends on gamma only through
-its endpoints (VDM eq. 18); a learned schedule (MonotoneGamma) between fixed endpoints changes only the variance of
-the Monte-Carlo estimate. Bits/dim: the sum / (D ln 2).
+its endpoints (VDM's invariance result); a learned schedule (MonotoneGamma) between fixed endpoints changes only the
+variance of the Monte-Carlo estimate. Bits/dim: the sum / (D ln 2).
 
 An sde_lib.VPSDE model enters through the time change s = eps + (T - eps) t: gamma(t) = -2 sde.log_snr(s)
 (vp_sde_gamma) and eps_hat(z, t) = -sigma_s score_fn(z, s).
@@ -129,8 +129,8 @@ class _PositiveDense(nn.Module):
 
 
 class MonotoneGamma(nn.Module):
-    """A learnable increasing noise schedule with fixed endpoints (VDM Sec. 5, App. H): applied to t (any shape,
-    in [0, 1]) it returns
+    """A learnable increasing noise schedule with fixed endpoints (after VDM's monotone network): applied to t (any
+    shape, in [0, 1]) it returns
 
         gamma(t) = gamma_min + (gamma_max - gamma_min) (g(t) - g(0)) / (g(1) - g(0)),
         g(t) = l_1(t) + l_3(2 sigmoid(l_2(t)) - 1) / H,

@@ -94,7 +94,7 @@ class DiscreteChain:
 
     @functools.cached_property
     def posterior_mean_coefs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t), sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t))."""
+        """The coefficients of x_0 and x_t in mu~_t (q_posterior)."""
         prev = np.append(0.0, self.one_minus_alphas_cumprod[:-1])
         return (np.sqrt(self.alphas_cumprod_prev) * self.betas / self.one_minus_alphas_cumprod,
                 np.sqrt(1.0 - self.betas) * prev / self.one_minus_alphas_cumprod)
@@ -110,7 +110,8 @@ def q_posterior(chain: DiscreteChain, x0: jax.Array, xt: jax.Array, i: jax.Array
     """Mean, variance and (clipped) log-variance of the forward posterior (Ho et al. eqs. 6-7)
 
         q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I),
-        mu~_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t,
+        mu~_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
+                + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t,
         beta~_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.
 
     At t = 1 it is the point mass on x_0 (variance 0, log-variance clipped to log beta~_2)."""
@@ -177,7 +178,8 @@ def discretized_gaussian_log_likelihood(x, mean, log_var):
     """log P(x) elementwise for x on the 8-bit grid {-1 + 2k/255} under N(mean, s^2), s = e^(log_var / 2), integrated
     over x's bin, the edge bins open to -inf and +inf (Ho et al. eq. 13):
 
-        P(x) = Phi(b) - Phi(a),   a = (x - 1/255 - mean) / s  (-inf at x = -1),   b = (x + 1/255 - mean) / s  (+inf at x = 1).
+        P(x) = Phi(b) - Phi(a),   a = (x - 1/255 - mean) / s  (-inf at x = -1),
+                                  b = (x + 1/255 - mean) / s  (+inf at x = 1).
 
     From log Phi (log_ndtr) as log Phi(hi) + log(-expm1(log Phi(lo) - log Phi(hi))), with (lo, hi) = (a, b) left of
     the mean and the mirror (-b, -a) right of it (Phi(b) - Phi(a) = Phi(-a) - Phi(-b)), so neither tail cancels."""
@@ -210,6 +212,10 @@ def vlb_term(chain: DiscreteChain, x0: jax.Array, xt: jax.Array, i: jax.Array, e
 
 
 def _eps_and_v(output, variance):
+    """eps_fn's output as (eps, v_raw): a pair exactly when the variance is learned."""
+    if isinstance(output, tuple) != (variance == "learned"):
+        raise ValueError(f"eps_fn must return (eps, v_raw) for variance='learned' and eps alone otherwise "
+                         f"(variance={variance!r}, got {type(output).__name__}).")
     return output if variance == "learned" else (output, None)
 
 

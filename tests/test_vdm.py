@@ -40,7 +40,7 @@ def closed_form(gamma_min, gamma_max):
 
 
 def quadrature_nodes():
-    """Gauss-Legendre, 40 nodes on each panel [0, 1e-8], [1e-8, 1e-7], ..., [0.1, 1] (the VP schedule's gamma' ~ 1 / t)."""
+    """Gauss-Legendre, 40 nodes on each panel [0, 1e-8], [1e-8, 1e-7], ..., [0.1, 1] (VPSDE's gamma' ~ 1 / t)."""
     edges = np.concatenate([[0.0], np.logspace(-8, 0, 9)])
     x, w = np.polynomial.legendre.leggauss(40)
     nodes = [(a + b) / 2 + (b - a) / 2 * x for a, b in zip(edges[:-1], edges[1:])]
@@ -49,7 +49,7 @@ def quadrature_nodes():
 
 
 def expected_bound(gamma_fn):
-    """E over x ~ N(MU, S^2), the noise and t of the bound with the exact eps_hat (nats/dim), from the library's terms."""
+    """E over x ~ N(MU, S^2), noise and t of the bound with the exact eps_hat (nats/dim), from the library's terms."""
     x, z = jnp.asarray(MU + S * SIGMA_X)[:, None], jnp.asarray(SIGMA_Z)[:, None]
     eps_fn, ones = exact_eps(gamma_fn), jnp.ones(4)
 
