@@ -109,9 +109,10 @@ def vdm_bound(rng: jax.Array, eps_fn: Callable, x: jax.Array, gamma_fn: Callable
     return VDMBound(prior_kl(gamma_1, x), reconstruction, diffusion)
 
 
-def bound_bpd(rng: jax.Array, eps_fn: Callable, x0_uint8: jax.Array, gamma_fn: Callable) -> jax.Array:
+def bound_bpd(eps_fn: Callable, x0_uint8: jax.Array, gamma_fn: Callable, rng: jax.Array) -> jax.Array:
     """Bits/dim (B,) of 8-bit images under the one-sample estimate of the continuous bound, on x = x0_uint8 / 127.5 - 1;
-    average it over an eval set (and draws) as the 'bound bits/dim' of a continuous-time model."""
+    average it over an eval set (and draws) as the 'bound bits/dim' of a continuous-time model. Arguments in the
+    order of vlb.bound_bpd."""
     x = jnp.asarray(x0_uint8, jnp.float32) / 127.5 - 1.0
     return vdm_bound(rng, eps_fn, x, gamma_fn).total / (np.prod(x.shape[1:]) * np.log(2.0))
 

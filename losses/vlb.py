@@ -16,7 +16,9 @@ of the discrete data with no dequantisation offset: an upper bound on the model'
 Nichol & Dhariwal tabulate. Eval would report it as 'bound bits/dim' beside samplers.likelihood's 'probability-flow
 bits/dim' (uniform dequantisation plus the ODE's change of variables, +8 for the 256 bins); both bound the discrete
 NLL from above, for two different models that the same network defines (the discrete chain with its reverse
-variances here, the probability-flow ODE there), so they need not agree.
+variances here, the probability-flow ODE there), so they need not agree. A score model trained on this chain enters
+as eps_fn(x, i) = -sqrt(1 - alpha_bar_i) score_fn(x, sde.step_time(i)); a continuous-time model's bound is
+losses.vdm.bound_bpd with vdm.vp_sde_gamma.
 """
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def test_bound_bpd_of_8bit_data_is_above_its_entropy():
     def eps_fn(z, t):
         return exact_eps(gamma_fn, mu, s)(z.reshape(len(z), -1), t).reshape(z.shape)
 
-    bpd = jax.jit(lambda r, x: vdm.bound_bpd(r, eps_fn, x, gamma_fn))(jax.random.PRNGKey(2), pixels)
+    bpd = jax.jit(lambda x, r: vdm.bound_bpd(eps_fn, x, gamma_fn, r))(pixels, jax.random.PRNGKey(2))
     se = float(jnp.std(bpd)) / np.sqrt(len(bpd))
     print(f"continuous bound {float(jnp.mean(bpd)):.4f} +- {se:.4f} bits/dim, discrete entropy {entropy_bits:.4f}")
     assert float(jnp.mean(bpd)) > entropy_bits - 4 * se
