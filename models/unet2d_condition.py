@@ -84,15 +84,15 @@ _OFF = {"act_fn": ("silu",), "addition_embed_type": (None,), "class_embed_type":
 
 def _per_level(value, n: int, name: str, where: str) -> tuple:
     values = tuple(value) if isinstance(value, (list, tuple)) else (value,) * n
-    if len(values) != n:
-        raise ValueError(f"{where}: {name} has {len(values)} entries for {n} levels.")
+    if len(values) != n or not all(isinstance(v, int) for v in values):
+        raise ValueError(f"{where}: {name} must be an int or {n} ints (one per level), not {value!r}.")
     return values
 
 
-def spec_from_diffusers(cfg: dict, where: str = "config.json", off: dict | None = None) -> UNetSpec:
+def spec_from_diffusers(cfg: dict, where: str = "config.json") -> UNetSpec:
     """The UNetSpec of a diffusers UNet2DConditionModel / ControlNetModel config dict; a ValueError names the
-    first option this implementation does not support (`off` adds such options, with their "off" values)."""
-    for key, allowed in {**_OFF, **(off or {})}.items():
+    first option this implementation does not support."""
+    for key, allowed in _OFF.items():
         if cfg.get(key, allowed[0]) in allowed:
             continue
         raise ValueError(f"{where}: {key}={cfg[key]!r} is not supported (only {allowed[0]!r}).")

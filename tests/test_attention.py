@@ -73,6 +73,5 @@ def test_fresh_spatial_transformer_is_identity(linear):
     assert not np.any(np.asarray(params["proj_out"]["kernel"]))
     np.testing.assert_array_equal(np.asarray(block.apply({"params": params}, x, c)), np.asarray(x))
     # the zero layer is the only reason: a nonzero proj_out changes the output
-    params = jax.tree_util.tree_map(lambda a: a, params)
     params["proj_out"]["kernel"] = jnp.ones_like(params["proj_out"]["kernel"])
     assert not np.allclose(np.asarray(block.apply({"params": params}, x, c)), np.asarray(x))
