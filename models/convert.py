@@ -14,6 +14,7 @@ networks has one).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -113,3 +114,24 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path} is not a readable safetensors file ({err}).") from None
     return {k: v.astype(np.float32) if v.dtype.kind == "f" and v.dtype.itemsize < 4 else v
             for k, v in tensors.items()}
+
+
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
+                "diffusion_pytorch_model.fp16.safetensors", "model.fp16.safetensors")
+
+
+def read_diffusers_folder(folder: str, class_name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(config dict, tensors) of a diffusers / transformers component folder (what `save_pretrained` writes:
+    config.json and one of WEIGHT_FILES), checking that config.json's `_class_name` is `class_name`."""
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        raise ConversionError(f"{config_path} does not exist; point at a diffusers {class_name} folder.")
+    with open(config_path) as f:
+        config = json.load(f)
+    found = config.get("_class_name")
+    if found != class_name:
+        raise ConversionError(f"{config_path} describes a {found}, not a {class_name}.")
+    weights = next((os.path.join(folder, n) for n in WEIGHT_FILES if os.path.isfile(os.path.join(folder, n))), None)
+    if weights is None:
+        raise ConversionError(f"{folder} has no weights file (expected one of {', '.join(WEIGHT_FILES)}).")
+    return config, read_safetensors(weights)

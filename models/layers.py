@@ -84,15 +84,20 @@ class NIN(nn.Module):
         return dense(x, self.num_units, self.init_scale)
 
 
-def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = 10000) -> jax.Array:
+def timestep_embedding(timesteps: jax.Array, dim: int, max_positions: int = 10000,
+                       flip_sin_to_cos: bool = False, freq_shift: float = 1.0) -> jax.Array:
     """Sinusoidal embedding of (B,) time conditions (Transformer / DDPM), in float32:
 
-        emb[:, k] = sin(t w_k), emb[:, dim/2 + k] = cos(t w_k),  w_k = max_positions^(-k / (dim/2 - 1)).
+        emb[:, k] = sin(t w_k), emb[:, dim/2 + k] = cos(t w_k),  w_k = max_positions^(-k / (dim/2 - freq_shift)),
+
+    with the cosines first when flip_sin_to_cos. DDPM's is freq_shift 1 without the flip; diffusers'
+    Timesteps(num_channels, flip_sin_to_cos, downscale_freq_shift) is this with freq_shift = downscale_freq_shift.
     """
     half = dim // 2
-    freqs = jnp.exp(-math.log(max_positions) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
+    freqs = jnp.exp(-math.log(max_positions) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
     args = timesteps.astype(jnp.float32)[:, None] * freqs[None, :]
-    emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=1)
+    parts = [jnp.cos(args), jnp.sin(args)] if flip_sin_to_cos else [jnp.sin(args), jnp.cos(args)]
+    emb = jnp.concatenate(parts, axis=1)
     if dim % 2 == 1:
         emb = jnp.pad(emb, ((0, 0), (0, 1)))
     return emb

@@ -1,0 +1,168 @@
+"""ControlNet (Zhang et al. 2023) for Stable Diffusion's U-Net, as diffusers' ControlNetModel.
+
+A trainable copy of the U-Net's encoder (conv_in, time embedding, down levels, mid block) reads the noisy latent
+plus an embedded condition image c (edges, depth, pose ...) and returns one residual per U-Net skip and one for
+the mid block, each through a zero-initialised 1x1 convolution:
+
+    h_0 = conv_in(x) + E(c),   E = controlnet_cond_embedding (stride-2 convs down to the latent size)
+    (m, [h_0 .. h_n]) = the encoder's mid output and skips, as in the U-Net
+    residual_i = s_i Z_i(h_i),  mid residual = s_{n+1} Z_mid(m)
+
+with s_i the conditioning scale (times 10^(-1 + i / (n + 1)) in guess mode). The U-Net adds them to its skips
+and mid-block output (`unet2d_condition.unet_forward(control=...)`); at initialisation every Z is zero, so a
+fresh ControlNet leaves the U-Net unchanged. Several ControlNets' residuals are summed (`sum_controls`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from models import layers, unet2d_condition
+from models.convert import ConversionError, read_diffusers_folder, torch_to_flax
+from models.sd_blocks import conv
+from models.unet2d_condition import UNetSpec
+
+ENCODER = ("conv_in", "time_embedding", "down_blocks_", "mid_block")  # the parameters copied from a U-Net
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlNetSpec:
+    """The U-Net encoder's spec plus the condition's: its channels, the hint encoder's widths (one stride-2
+    conv per step between them), diffusers' channel order 'bgr' (flip c's channels) and global pooling."""
+
+    unet: UNetSpec
+    conditioning_channels: int = 3
+    conditioning_embedding_out_channels: tuple = (16, 32, 96, 256)
+    bgr: bool = False
+    global_pool_conditions: bool = False
+
+
+class ControlNetConditioningEmbedding(nn.Module):
+    """The hint encoder: h = SiLU(conv_in(c)); per step k, h = SiLU(blocks_{2k+1}(SiLU(blocks_2k(h)))) with
+    blocks_{2k+1} of stride 2; E(c) = conv_out(h), conv_out zero-initialised."""
+
+    out_channels: int
+    block_out_channels: tuple
+
+    @nn.compact
+    def __call__(self, c):
+        widths = self.block_out_channels
+        h = nn.silu(conv(c, widths[0], "conv_in"))
+        for k in range(len(widths) - 1):
+            h = nn.silu(conv(h, widths[k], f"blocks_{2 * k}"))
+            h = nn.silu(conv(h, widths[k + 1], f"blocks_{2 * k + 1}", stride=2))
+        return conv(h, self.out_channels, "conv_out", zero=True)
+
+
+def scale_residuals(down, mid, conditioning_scale=1.0, guess_mode: bool = False, global_pool: bool = False):
+    """(s_i down_i, s_{n+1} mid): conditioning_scale is one number or one per output (the n down residuals,
+    then mid); guess mode multiplies by logspace(-1, 0, n + 1) = 10^(-1 + i / n); global_pool averages each
+    residual over H, W."""
+    n = len(down) + 1
+    scales = jnp.broadcast_to(jnp.asarray(conditioning_scale, jnp.float32), (n,))
+    if guess_mode and not global_pool:
+        scales = scales * jnp.logspace(-1.0, 0.0, n)
+    out = [r * scales[i].astype(r.dtype) for i, r in enumerate(list(down) + [mid])]
+    if global_pool:
+        out = [r.mean(axis=(1, 2), keepdims=True) for r in out]
+    return out[:-1], out[-1]
+
+
+def sum_controls(controls):
+    """The control of several ControlNets together: their (down, mid) residuals summed elementwise."""
+    downs, mids = zip(*controls)
+    return [sum(rs) for rs in zip(*downs)], sum(mids)
+
+
+class ControlNetModel(nn.Module):
+    """diffusers' ControlNetModel: model(sample, timesteps, context, cond, conditioning_scale=1.0,
+    guess_mode=False, mask=None, train=False) -> (down residuals, mid residual), all NHWC; cond (B, 8h, 8w, C_c)
+    for an (B, h, w, C) latent with SD's hint encoder, in [0, 1]."""
+
+    spec: ControlNetSpec
+
+    @nn.compact
+    def __call__(self, sample, timesteps, context, cond, conditioning_scale=1.0, guess_mode: bool = False,
+                 mask=None, train: bool = False):
+        spec, unet = self.spec, self.spec.unet
+        dtype = layers.DTYPES[unet.dtype]
+        emb = unet2d_condition.embed_time(unet, timesteps, sample.shape[0], dtype)
+        cond = (cond[..., ::-1] if spec.bgr else cond).astype(dtype)
+        hint = ControlNetConditioningEmbedding(unet.block_out_channels[0], spec.conditioning_embedding_out_channels,
+                                               name="controlnet_cond_embedding")(cond)
+        x = (2.0 * sample - 1.0 if unet.center_input_sample else sample).astype(dtype)
+        context = unet2d_condition.null_context(unet, x.shape[0], dtype) if context is None else context.astype(dtype)
+        h, skips = unet2d_condition.encode(unet, x, emb, context, mask, train, hint=hint)
+        down = [conv(s, s.shape[-1], f"controlnet_down_blocks_{i}", kernel=1, zero=True) for i, s in enumerate(skips)]
+        mid = conv(h, h.shape[-1], "controlnet_mid_block", kernel=1, zero=True)
+        down, mid = scale_residuals(down, mid, conditioning_scale, guess_mode, spec.global_pool_conditions)
+        return [r.astype(jnp.float32) for r in down], mid.astype(jnp.float32)
+
+
+def param_shapes(model: ControlNetModel):
+    """The parameter tree of `model` (ShapeDtypeStructs, nothing computed)."""
+    spec = model.spec
+    s = 2 ** (len(spec.unet.block_out_channels) - 1)
+    c = s * 2 ** (len(spec.conditioning_embedding_out_channels) - 1)
+    x = jnp.zeros((1, s, s, spec.unet.in_channels))
+    cond = jnp.zeros((1, c, c, spec.conditioning_channels))
+    context = jnp.zeros((1, 1, spec.unet.cross_attention_dim))
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, 0, context, cond))["params"]
+
+
+def from_unet(unet_spec: UNetSpec, unet_params, rng=None, conditioning_channels: int = 3,
+              conditioning_embedding_out_channels: tuple = (16, 32, 96, 256)):
+    """(ControlNetModel, params) of a fresh ControlNet on a U-Net: conv_in, time_embedding, the down levels and
+    the mid block copied from `unet_params`; the hint encoder freshly initialised (from `rng`) with a zero
+    conv_out; every controlnet_down_blocks_i / controlnet_mid_block zero. Its residuals are exactly zero."""
+    spec = ControlNetSpec(unet_spec, conditioning_channels, tuple(conditioning_embedding_out_channels))
+    model = ControlNetModel(spec)
+    target = param_shapes(model)
+    hint = ControlNetConditioningEmbedding(unet_spec.block_out_channels[0], spec.conditioning_embedding_out_channels)
+    c = jnp.zeros((1, 2 ** (len(spec.conditioning_embedding_out_channels) - 1), 1, conditioning_channels))
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    params = {}
+    for name, shapes in target.items():
+        if name.startswith(ENCODER):
+            if name not in unet_params:
+                raise ValueError(f"unet_params has no {name!r}; pass a UNet2DConditionModel's parameters.")
+            params[name] = jax.tree.map(jnp.array, unet_params[name])
+        elif name == "controlnet_cond_embedding":
+            params[name] = hint.init(rng, c)["params"]
+        else:
+            params[name] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    if jax.tree.map(np.shape, params) != jax.tree.map(np.shape, target):
+        raise ValueError("unet_params do not match unet_spec's encoder.")
+    return model, params
+
+
+def spec_from_config(config: ml_collections.ConfigDict) -> ControlNetSpec:
+    """The ControlNetSpec of a framework config: the U-Net's (unet2d_condition.spec_from_config) with
+    config.model.conditioning_channels (default 3) and conditioning_embedding_out_channels (16, 32, 96, 256)."""
+    m = config.model
+    return ControlNetSpec(unet2d_condition.spec_from_config(config), m.get("conditioning_channels", 3),
+                          tuple(m.get("conditioning_embedding_out_channels", (16, 32, 96, 256))))
+
+
+def from_diffusers(folder: str, dtype: str = "float32"):
+    """(ControlNetModel, params) from a diffusers `controlnet` folder (config.json + safetensors weights);
+    ConversionError in one sentence when a file is missing, the class is wrong or a tensor does not match."""
+    cfg, tensors = read_diffusers_folder(folder, "ControlNetModel")
+    where = f"{folder}/config.json"
+    try:
+        order = cfg.get("controlnet_conditioning_channel_order", "rgb")
+        if order not in ("rgb", "bgr"):
+            raise ValueError(f"{where}: controlnet_conditioning_channel_order={order!r} is not 'rgb' or 'bgr'.")
+        unet = dataclasses.replace(unet2d_condition.spec_from_diffusers(cfg, where), dtype=dtype)
+        spec = ControlNetSpec(unet, cfg.get("conditioning_channels", 3),
+                              tuple(cfg.get("conditioning_embedding_out_channels", (16, 32, 96, 256))),
+                              order == "bgr", bool(cfg.get("global_pool_conditions", False)))
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+    model = ControlNetModel(spec)
+    return model, torch_to_flax(tensors, param_shapes(model), source=folder)
