@@ -35,17 +35,22 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, context=None, mask=None, train: bool = False):
-        context = x if context is None else context.astype(x.dtype)
-        inner = self.heads * self.dim_head
-        split = lambda h: h.reshape(h.shape[:2] + (self.heads, self.dim_head))
-        q = split(nn.Dense(inner, use_bias=False, dtype=x.dtype, name="to_q")(x))
-        k = split(nn.Dense(inner, use_bias=False, dtype=x.dtype, name="to_k")(context))
-        v = split(nn.Dense(inner, use_bias=False, dtype=x.dtype, name="to_v")(context))
-        if mask is not None and mask.ndim == 2:
-            mask = mask[:, None, None, :]
-        h = jax.nn.dot_product_attention(q, k, v, mask=None if mask is None else mask.astype(bool))
-        h = nn.Dense(x.shape[-1], dtype=x.dtype, name="to_out_0")(h.reshape(x.shape[:2] + (inner,)))
+        h = attend(x, context, self.heads, self.dim_head, mask)
         return nn.Dropout(self.dropout)(h, deterministic=not train)
+
+
+def attend(x, context, heads: int, dim_head: int, mask=None, qkv_bias: bool = False):
+    """Attention's computation (its docstring), its projections to_q, to_k, to_v, to_out_0 created in the calling
+    module; qkv_bias adds biases to the first three (the autoencoder's attention has them)."""
+    context = x if context is None else context.astype(x.dtype)
+    inner = heads * dim_head
+    split = lambda h: h.reshape(h.shape[:2] + (heads, dim_head))  # noqa: E731
+    q, k, v = (split(nn.Dense(inner, use_bias=qkv_bias, dtype=x.dtype, name=f"to_{s}")(y))
+               for s, y in (("q", x), ("k", context), ("v", context)))
+    if mask is not None and mask.ndim == 2:
+        mask = mask[:, None, None, :]
+    h = jax.nn.dot_product_attention(q, k, v, mask=None if mask is None else mask.astype(bool))
+    return nn.Dense(x.shape[-1], dtype=x.dtype, name="to_out_0")(h.reshape(x.shape[:2] + (inner,)))
 
 
 class GEGLU(nn.Module):

@@ -14,7 +14,6 @@ Images are NHWC here; the reference is NCHW.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -23,37 +22,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.convert import ConversionError, read_safetensors, torch_to_flax
+from models.attention import attend
+from models.convert import ConversionError, read_diffusers_folder, torch_to_flax
+from models.sd_blocks import Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 _EPS = 1e-6
 
 
-def group_norm(groups: int, name: str) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=groups, epsilon=_EPS, use_fast_variance=False, name=name)
-
-
-def conv(features: int, kernel: int, name: str, stride: int = 1, padding=None) -> nn.Conv:
-    """A PyTorch-style conv: symmetric padding kernel // 2 unless given."""
-    pad = kernel // 2 if padding is None else padding
-    return nn.Conv(features, (kernel, kernel), strides=stride, padding=pad, name=name)
-
-
-class ResnetBlock2D(nn.Module):
-    """h = conv2(SiLU(norm2(conv1(SiLU(norm1(x)))))); out = shortcut(x) + h, shortcut a 1x1 conv iff C changes."""
-    out_channels: int
-    groups: int
-
-    @nn.compact
-    def __call__(self, x):
-        h = conv(self.out_channels, 3, "conv1")(nn.silu(group_norm(self.groups, "norm1")(x)))
-        h = conv(self.out_channels, 3, "conv2")(nn.silu(group_norm(self.groups, "norm2")(h)))
-        if x.shape[-1] != self.out_channels:
-            x = conv(self.out_channels, 1, "conv_shortcut")(x)
-        return x + h
-
-
-class Attention(nn.Module):
+class MidAttention(nn.Module):
     """Single-head spatial self-attention with a residual: with n = GroupNorm(x) flattened to (B, HW, C),
     out = x + W_o softmax(q k^T / sqrt(C)) v + b_o, q = n W_q + b_q (likewise k, v)."""
     groups: int
@@ -61,11 +38,8 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x):
         b, hgt, wid, c = x.shape
-        n = group_norm(self.groups, "group_norm")(x).reshape(b, hgt * wid, c)
-        q, k, v = (nn.Dense(c, name=f"to_{s}")(n) for s in "qkv")
-        weights = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) / jnp.sqrt(c).astype(x.dtype), axis=-1)
-        out = nn.Dense(c, name="to_out_0")(jnp.einsum("bqk,bkc->bqc", weights, v))
-        return x + out.reshape(x.shape)
+        n = group_norm(x, self.groups, _EPS, "group_norm").reshape(b, hgt * wid, c)
+        return x + attend(n, None, heads=1, dim_head=c, qkv_bias=True).reshape(x.shape)
 
 
 class MidBlock(nn.Module):
@@ -76,29 +50,10 @@ class MidBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        x = ResnetBlock2D(c, self.groups, name="resnets_0")(x)
+        x = ResnetBlock2D(c, self.groups, _EPS, name="resnets_0")(x)
         if self.attention:
-            x = Attention(self.groups, name="attentions_0")(x)
-        return ResnetBlock2D(c, self.groups, name="resnets_1")(x)
-
-
-class Downsample2D(nn.Module):
-    """Pad one row/column at the bottom/right, then a 3x3 stride-2 conv without padding: (H, W) -> (H/2, W/2)."""
-    channels: int
-
-    @nn.compact
-    def __call__(self, x):
-        return conv(self.channels, 3, "conv", stride=2, padding=((0, 1), (0, 1)))(x)
-
-
-class Upsample2D(nn.Module):
-    """Nearest-neighbour x2 (each pixel repeated 2x2), then a 3x3 conv."""
-    channels: int
-
-    @nn.compact
-    def __call__(self, x):
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return conv(self.channels, 3, "conv")(x)
+            x = MidAttention(self.groups, name="attentions_0")(x)
+        return ResnetBlock2D(c, self.groups, _EPS, name="resnets_1")(x)
 
 
 class ResnetStack(nn.Module):
@@ -112,9 +67,9 @@ class ResnetStack(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_resnets):
-            x = ResnetBlock2D(self.channels, self.groups, name=f"resnets_{i}")(x)
-        if self.resample == "down":
-            x = Downsample2D(self.channels, name="downsamplers_0")(x)
+            x = ResnetBlock2D(self.channels, self.groups, _EPS, name=f"resnets_{i}")(x)
+        if self.resample == "down":  # pad only the bottom / right edge, as the reference does
+            x = Downsample2D(self.channels, (0, 1), name="downsamplers_0")(x)
         elif self.resample == "up":
             x = Upsample2D(self.channels, name="upsamplers_0")(x)
         return x
@@ -131,13 +86,13 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, x):
         chans = tuple(self.block_out_channels)
-        h = conv(chans[0], 3, "conv_in")(x)
+        h = conv(x, chans[0], "conv_in")
         for level, ch in enumerate(chans):
             h = ResnetStack(ch, self.layers_per_block, self.groups, "down" if level < len(chans) - 1 else None,
                             name=f"down_blocks_{level}")(h)
         h = MidBlock(self.groups, self.mid_block_attention, name="mid_block")(h)
-        h = nn.silu(group_norm(self.groups, "conv_norm_out")(h))
-        return conv(self.out_channels, 3, "conv_out")(h)
+        h = nn.silu(group_norm(h, self.groups, _EPS, "conv_norm_out"))
+        return conv(h, self.out_channels, "conv_out")
 
 
 class Decoder(nn.Module):
@@ -151,13 +106,13 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, z):
         chans = tuple(reversed(self.block_out_channels))
-        h = conv(chans[0], 3, "conv_in")(z)
+        h = conv(z, chans[0], "conv_in")
         h = MidBlock(self.groups, self.mid_block_attention, name="mid_block")(h)
         for level, ch in enumerate(chans):
             h = ResnetStack(ch, self.layers_per_block + 1, self.groups, "up" if level < len(chans) - 1 else None,
                             name=f"up_blocks_{level}")(h)
-        h = nn.silu(group_norm(self.groups, "conv_norm_out")(h))
-        return conv(self.out_channels, 3, "conv_out")(h)
+        h = nn.silu(group_norm(h, self.groups, _EPS, "conv_norm_out"))
+        return conv(h, self.out_channels, "conv_out")
 
 
 @flax.struct.dataclass
@@ -207,9 +162,9 @@ class AutoencoderKL(nn.Module):
         self.encoder = Encoder(2 * self.latent_channels, **shared)
         self.decoder = Decoder(self.out_channels, **shared)
         if self.use_quant_conv:
-            self.quant_conv = conv(2 * self.latent_channels, 1, "quant_conv")
+            self.quant_conv = nn.Conv(2 * self.latent_channels, (1, 1), name="quant_conv")
         if self.use_post_quant_conv:
-            self.post_quant_conv = conv(self.latent_channels, 1, "post_quant_conv")
+            self.post_quant_conv = nn.Conv(self.latent_channels, (1, 1), name="post_quant_conv")
 
     def posterior(self, x) -> DiagonalGaussian:
         moments = self.encoder(x)
@@ -232,23 +187,6 @@ class AutoencoderKL(nn.Module):
         q = self.posterior(x)
         z = q.mode() if rng is None else q.sample(rng)
         return self.decode(z), q
-
-
-def read_diffusers_folder(folder: str, class_name: str) -> tuple[dict, dict]:
-    """(config.json as a dict, tensors of diffusion_pytorch_model.safetensors) of a diffusers model folder,
-    checking that it holds a `class_name`."""
-    if not os.path.isdir(folder):
-        raise ConversionError(f"{folder} is not a folder; pass a diffusers {class_name} folder "
-                              "(config.json + diffusion_pytorch_model.safetensors).")
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path):
-        raise ConversionError(f"{folder} has no config.json; pass a diffusers {class_name} folder.")
-    with open(config_path) as f:
-        config = json.load(f)
-    found = config.get("_class_name")
-    if found != class_name:
-        raise ConversionError(f"{config_path} describes a {found}, not the expected {class_name}.")
-    return config, read_safetensors(os.path.join(folder, "diffusion_pytorch_model.safetensors"))
 
 
 def check_block_types(config: dict, path: str) -> None:

@@ -123,6 +123,9 @@ WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors",
 def read_diffusers_folder(folder: str, class_name: str) -> tuple[dict, dict[str, np.ndarray]]:
     """(config dict, tensors) of a diffusers / transformers component folder (what `save_pretrained` writes:
     config.json and one of WEIGHT_FILES), checking that config.json's `_class_name` is `class_name`."""
+    if not os.path.isdir(folder):
+        raise ConversionError(f"{folder} is not a folder; point at a diffusers {class_name} folder (config.json + "
+                              f"weights).")
     config_path = os.path.join(folder, "config.json")
     if not os.path.isfile(config_path):
         raise ConversionError(f"{config_path} does not exist; point at a diffusers {class_name} folder.")

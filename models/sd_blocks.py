@@ -41,7 +41,7 @@ class TimestepEmbedding(nn.Module):
 
 
 class ResnetBlock2D(nn.Module):
-    """diffusers' ResnetBlock2D (time_scale_shift 'default'):
+    """diffusers' ResnetBlock2D (time_scale_shift 'default'; without `emb` and time_emb_proj, the autoencoder's):
 
         h = conv1(SiLU(GN_1(x))) + time_emb_proj(SiLU(emb))
         h = conv2(Dropout(SiLU(GN_2(h))))
@@ -55,9 +55,10 @@ class ResnetBlock2D(nn.Module):
     output_scale_factor: float = 1.0
 
     @nn.compact
-    def __call__(self, x, emb, train: bool = False):
+    def __call__(self, x, emb=None, train: bool = False):
         h = conv(nn.silu(group_norm(x, self.groups, self.eps, "norm1")), self.out_channels, "conv1")
-        h = h + nn.Dense(self.out_channels, dtype=x.dtype, name="time_emb_proj")(nn.silu(emb))[:, None, None, :]
+        if emb is not None:
+            h = h + nn.Dense(self.out_channels, dtype=x.dtype, name="time_emb_proj")(nn.silu(emb))[:, None, None, :]
         h = nn.Dropout(self.dropout)(nn.silu(group_norm(h, self.groups, self.eps, "norm2")), deterministic=not train)
         h = conv(h, self.out_channels, "conv2")
         if x.shape[-1] != self.out_channels:

@@ -24,9 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.autoencoder import (Decoder, Encoder, check_block_types, conv, params_from_tensors,
-                                read_diffusers_folder)
-from models.convert import ConversionError
+from models.autoencoder import Decoder, Encoder, check_block_types, params_from_tensors
+from models.convert import ConversionError, read_diffusers_folder
 
 
 def codebook_usage(indices, num_embeddings: int):
@@ -98,9 +97,9 @@ class VQModel(nn.Module):
                       groups=self.norm_num_groups, mid_block_attention=self.mid_block_add_attention)
         self.encoder = Encoder(self.latent_channels, **shared)
         self.decoder = Decoder(self.out_channels, **shared)
-        self.quant_conv = conv(self.embed_dim, 1, "quant_conv")
+        self.quant_conv = nn.Conv(self.embed_dim, (1, 1), name="quant_conv")
         self.quantize = VectorQuantizer(self.num_vq_embeddings, self.embed_dim, self.beta)
-        self.post_quant_conv = conv(self.latent_channels, 1, "post_quant_conv")
+        self.post_quant_conv = nn.Conv(self.latent_channels, (1, 1), name="post_quant_conv")
 
     def encode(self, x):
         """x (B, H, W, in_channels) in [-1, 1] -> z_e (B, h, w, embed_dim)."""
