@@ -92,3 +92,11 @@ def test_word_tokenizer_vocabulary_and_save_load(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"vocab": ["x"]}))
     with pytest.raises(tk.TokenizerError, match="not a word-level vocabulary"):
         tk.WordTokenizer.load(str(tmp_path / "other.json"))
+
+
+def test_load_tokenizer_finds_a_checkpoints_tokenizer_folder(tmp_path):
+    (tmp_path / "tokenizer").mkdir()
+    made = _clip_folder(tmp_path / "tokenizer")
+    loaded = tk.load_tokenizer(str(tmp_path), context_length=16)
+    assert isinstance(loaded, tk.CLIPTokenizer) and loaded("newer").shape == (1, 16)
+    np.testing.assert_array_equal(loaded("newer")[0, :5], made("newer")[0, :5])
