@@ -7,7 +7,7 @@ from PIL import Image
 
 import datasets
 from configs import default_digits, default_mnist
-from data_sources import DatasetError, captioned
+from data_sources import DatasetError
 
 
 def config_for(dataset, path="", size=8, channels=1):
