@@ -15,6 +15,8 @@ config.data.dataset names the source (case-insensitive):
 - a user's files at config.data.path (test split: config.data.eval_path, else the same data):
   'folder' (images of any size, in class subfolders or not), 'npz' ('image' uint8 (N, H, W[, C]),
   optional 'label'), 'idx' (an MNIST-format images file; labels from the matching 'labels-idx1' file).
+- captioned (data_sources/captioned.py): 'caption_folder' (x.png + x.txt), 'caption_table' (a .jsonl / .csv
+  of file, caption), 'mnist_pairs' (two real digits side by side, "a 3 left of a 7").
 
 Every source (data_sources/) yields uint8 images at config.data.image_size / num_channels
 (optional centre crop config.data.crop_size, then short side resized and centre-cropped). Folders,
@@ -23,7 +25,8 @@ npz and IDX data are held in memory. `Dataset` batches any source:
 
     {'image': float32 (B_host, H, W, C) in [0, 1], 'label': int32 (B_host,)}
 
-(with a leading steps_per_call axis for fused training steps). The train stream is a pure
+and 'caption' (numpy str (B_host,)) when the source has captions
+(each with a leading steps_per_call axis for fused training steps). The train stream is a pure
 function of (seed, step): the global batch at step s holds positions s*B .. s*B + B - 1 of an
 endless sequence of seeded epoch permutations, and host h of H reads only slice h of it, so the
 hosts read disjoint parts and a resumed run sees exactly the batches it would have. Random flips
@@ -128,11 +131,16 @@ class Dataset:
             return x
         return images / np.float32(255)
 
+    def _with_captions(self, batch: dict, indices: np.ndarray) -> dict:
+        captions = getattr(self.source, "captions", None)  # held in memory by captioned sources
+        return batch if captions is None else {**batch, "caption": captions[indices]}
+
     def batch(self, step: int, global_batch: int, augment: bool = True) -> dict[str, np.ndarray]:
         """This host's batch at `step`, a pure function of (seed, step)."""
-        images, labels = self.source.read(self.batch_indices(step, global_batch))
+        indices = self.batch_indices(step, global_batch)
+        images, labels = self.source.read(indices)
         rng = np.random.default_rng([self.seed, step, self.host_index, 1])
-        return {"image": self._to_float(images, rng, augment), "label": labels}
+        return self._with_captions({"image": self._to_float(images, rng, augment), "label": labels}, indices)
 
     def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1,
                 augment: bool = True) -> Iterator[dict[str, np.ndarray]]:
@@ -149,9 +157,11 @@ class Dataset:
         for k, start in enumerate(range(0, len(self), global_batch)):
             positions = np.arange(start, start + global_batch)[host]
             mask = (positions < len(self)).astype(np.float32)
-            images, labels = self.source.read(np.minimum(positions, len(self) - 1))
+            indices = np.minimum(positions, len(self) - 1)
+            images, labels = self.source.read(indices)
             rng = np.random.default_rng([self.seed, k, self.host_index, 2])
-            yield {"image": self._to_float(images, rng, augment=False), "label": labels, "mask": mask}
+            yield self._with_captions({"image": self._to_float(images, rng, augment=False), "label": labels,
+                                       "mask": mask}, indices)
 
 
 def load_split(config, split: str, host_index: int | None = None, host_count: int | None = None) -> Dataset:

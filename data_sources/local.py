@@ -71,10 +71,20 @@ def list_images(root: str) -> list[str]:
     return sorted(found)
 
 
-def folder_source(root: str, fmt: ImageFormat) -> FolderSource:
-    """Every image below root; each file's header is read now so that a broken file fails before training."""
+def check_images(paths) -> None:
+    """Reads each file's header now, so that a missing or broken image fails before training."""
     from PIL import Image
 
+    for path in paths:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DatasetError(f"Cannot read image {path}: {e}; fix or remove the file.") from e
+
+
+def folder_source(root: str, fmt: ImageFormat) -> FolderSource:
+    """Every image below root (headers checked now)."""
     if not os.path.isdir(root):
         raise DatasetError(f"Image folder {root} does not exist; set config.data.path to a folder of images.")
     relative = list_images(root)
@@ -82,12 +92,7 @@ def folder_source(root: str, fmt: ImageFormat) -> FolderSource:
         raise DatasetError(f"No image files ({', '.join(IMAGE_EXTENSIONS)}) found in {root}; "
                            f"set config.data.path to a folder of images.")
     paths = tuple(os.path.join(root, r) for r in relative)
-    for path in paths:
-        try:
-            with Image.open(path):
-                pass
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DatasetError(f"Cannot read image {path}: {e}; fix or remove the file.") from e
+    check_images(paths)
     tops = [r.split(os.sep)[0] if os.sep in r else "" for r in relative]
     classes = {name: k for k, name in enumerate(sorted(set(tops)))}
     return FolderSource(paths, np.array([classes[t] for t in tops], np.int32), fmt)
