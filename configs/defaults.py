@@ -128,6 +128,14 @@ def get_base_config():
     model.conditional = True
     model.num_classes = 0  # new: > 0 adds a class embedding; label num_classes is the null label (CFG)
     model.dtype = "float32"  # new: compute dtype, "float32" or "bfloat16"; parameters stay float32
+    # new: GroupNorm groups of C channels, "quarter_channels" = min(C // 4, 32) (score_sde's NCSN++ / DDPM++)
+    # or "fixed_32" (score_sde's DDPM; recipes.ddpm sets it). Before this option every network here used
+    # "quarter_channels": set it to run models trained here with a DDPM config before then.
+    model.norm_groups = "quarter_channels"
+    # new: the time label of a discrete-time (training.continuous=False) network, "score_sde" (score_sde's:
+    # t (N-1) for VP, round((1 - t)(N-1)), an index into the descending sigmas, for VE) or "floor_index"
+    # (floor(t (N-1)), the chain step counted from the data, for both: this framework's before the option)
+    model.discrete_labels = "score_sde"
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

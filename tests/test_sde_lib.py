@@ -158,3 +158,66 @@ def test_subvp_has_no_discrete_chain_and_unknown_names_fail():
     config.training.sde = "bogus"
     with pytest.raises(ValueError, match="Unknown SDE 'bogus'.*vesde"):
         sde_lib.from_config(config)
+
+
+# --- noise conditioning of the networks (score_sde's conventions and the older floor_index) -------
+
+T_PROBE = jnp.array([0.93, 0.41, 0.013, 0.5004, 1.0, 0.0])
+
+
+def test_continuous_labels_are_999t_for_vp_and_sigma_for_ve():
+    for sde in ALL_SDES[:2]:
+        np.testing.assert_allclose(sde.noise_label(T_PROBE), 999.0 * T_PROBE, rtol=1e-6)
+    ve = ALL_SDES[2]
+    np.testing.assert_allclose(ve.noise_label(T_PROBE), ve.sigma(T_PROBE), rtol=1e-6)
+
+
+@pytest.mark.parametrize("labels", sde_lib.DISCRETE_LABELS)
+def test_discrete_vp_labels_and_sigmas(labels):
+    """score_sde: label t (N-1) unrounded, sigma of step floor(t (N-1)); floor_index: label floor(t (N-1))."""
+    sde = sde_lib.VPSDE(N=1000, discrete_labels=labels)
+    t = np.asarray(T_PROBE, np.float64)
+    floor = np.clip(np.floor(t * 999), 0, 999).astype(int)
+    expected = t * 999 if labels == "score_sde" else floor
+    np.testing.assert_allclose(sde.noise_label(T_PROBE, continuous=False), expected, rtol=1e-6)
+    _, sigma = sde.perturbation_coeffs(T_PROBE, continuous=False)
+    np.testing.assert_allclose(sigma, np.sqrt(1 - sde.alphas_cumprod[floor]), rtol=1e-5)
+
+
+def test_discrete_ve_labels_index_the_descending_sigmas_under_score_sde():
+    """score_sde: label round((1 - t)(N-1)) into sigma_max ... sigma_min; floor_index: floor(t (N-1)) ascending."""
+    t = np.asarray(T_PROBE, np.float64)
+    ref = sde_lib.VESDE(N=1000)
+    label = np.round((1 - t) * 999).astype(int)
+    descending = np.exp(np.linspace(np.log(50.0), np.log(0.01), 1000))
+    np.testing.assert_array_equal(ref.noise_label(T_PROBE, continuous=False), label)
+    np.testing.assert_allclose(ref.perturbation_coeffs(T_PROBE, continuous=False)[1], descending[label], rtol=1e-5)
+    old = sde_lib.VESDE(N=1000, discrete_labels="floor_index")
+    floor = np.floor(t * 999).astype(int)
+    np.testing.assert_array_equal(old.noise_label(T_PROBE, continuous=False), floor)
+    np.testing.assert_allclose(old.perturbation_coeffs(T_PROBE, continuous=False)[1], descending[::-1][floor],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("labels", sde_lib.DISCRETE_LABELS)
+@pytest.mark.parametrize("cls", [sde_lib.VPSDE, sde_lib.VESDE], ids=["vp", "ve"])
+def test_step_time_is_step_i_for_the_chain_and_the_network(cls, labels):
+    """The losses train step i at step_time(i); the network's sigma there must be sigma_i."""
+    sde = cls(N=1000, discrete_labels=labels)
+    i = jnp.arange(sde.N)
+    np.testing.assert_array_equal(sde.network_step(sde.step_time(i)), i)
+    np.testing.assert_array_equal(sde.timestep(sde.step_time(i)), i)
+
+
+def test_unknown_discrete_labels_fail_and_from_config_passes_them_on():
+    with pytest.raises(ValueError, match="discrete_labels.*floor_index"):
+        sde_lib.VESDE(discrete_labels="descending")
+    from configs.vp import ddpm_cifar10, ddpm_digits
+
+    assert sde_lib.from_config(ddpm_cifar10.get_config()).discrete_labels == "score_sde"
+    assert sde_lib.from_config(ddpm_digits.get_config()).discrete_labels == "floor_index"
+
+
+def test_what_the_network_predicts_is_answered_by_the_sde():
+    assert [sde.default_prediction for sde in ALL_SDES] == ["epsilon", "epsilon", "score"]
+    assert [sde.has_discrete_chain for sde in ALL_SDES] == [True, False, True]

@@ -1,15 +1,13 @@
-"""Turn a score network into the plain score_fn(x, t) every sampler and loss takes.
+"""The score parameterisation: a network's output turned into the plain score_fn(x, t) every sampler takes.
 
-Preconditioning lives here, apart from the networks (as in EDM):
+Preconditioning lives here, apart from the networks (as in EDM), and asks the SDE what it needs:
 
-* VP / sub-VP: the network predicts the noise eps of x_t = alpha x_0 + sigma eps,
-  so  s(x, t) = -net(x, c(t)) / sigma(t).
-* VE: the network predicts the score, or sigma(t) times it when
-  config.model.scale_by_sigma:  s(x, t) = net(x, c(t)) [/ sigma(t)].
-
-The noise conditioning c(t) is score_sde's: 999 t (VP, sub-VP) or sigma(t) (VE)
-for continuous-time models, and the step index i = sde.timestep(t) for
-discrete-time ones, whose sigma is then that of the SDE's discrete chain.
+* what the network predicts, `sde.default_prediction` (score_sde's): 'epsilon' for VP / sub-VP, the
+  noise eps of x_t = alpha x_0 + sigma eps, so  s(x, t) = -net(x, c(t)) / sigma;  'score' for VE,
+  s(x, t) = net(x, c(t)) [/ sigma with config.model.scale_by_sigma];
+* the noise conditioning c(t) = `sde.noise_label(t, continuous)` and the (alpha, sigma) the model was
+  trained at, `sde.perturbation_coeffs(t, continuous)` (the discrete chain's for a discrete-time model;
+  config.model.discrete_labels picks score_sde's labels or this framework's older 'floor_index').
 """
 from __future__ import annotations
 
@@ -32,10 +30,7 @@ def init_model(rng: jax.Array, config, model=None):
 
 def noise_conditioning(sde: sde_lib.SDE, t: jax.Array, continuous: bool) -> tuple[jax.Array, jax.Array]:
     """(c(t), sigma(t)): the network's noise conditioning and the perturbation std at time t."""
-    _, sigma = sde.perturbation_coeffs(t, continuous)
-    if continuous:
-        return (sigma if isinstance(sde, sde_lib.VESDE) else 999.0 * t), sigma
-    return sde.timestep(t).astype(jnp.float32), sigma
+    return sde.noise_label(t, continuous), sde.perturbation_coeffs(t, continuous)[1]
 
 
 def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, continuous: bool = True,
@@ -48,13 +43,13 @@ def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, contin
     if train and rng is None:
         raise ValueError("get_score_fn(train=True) needs an rng for dropout.")
     scale_by_sigma = model.config.model.get("scale_by_sigma", False)
-    is_ve = isinstance(sde, sde_lib.VESDE)
+    predicts_score = sde.default_prediction == "score"
 
     def score_fn(x, t):
         cond, sigma = noise_conditioning(sde, t, continuous)
         out = model.apply(variables, x, cond, labels=labels, train=train,
                           rngs={"dropout": rng} if train else None).astype(jnp.float32)
-        if is_ve:
+        if predicts_score:
             return sde_lib.batch_mul(1.0 / sigma, out) if scale_by_sigma else out
         return sde_lib.batch_mul(-1.0 / sigma, out)
 
