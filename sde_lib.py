@@ -225,27 +225,141 @@ class ReverseSDE:
 
 
 @dataclasses.dataclass(frozen=True)
-class _LinearBetaSDE(SDE):
-    """Shared by the VP and sub-VP SDEs: beta(t) = beta_min + t (beta_max - beta_min),
-    drift f(x, t) = -1/2 beta(t) x, alpha(t) = exp(-1/2 int_0^t beta(s) ds)."""
+class LinearSchedule:
+    """beta(t) = beta_min + t (beta_max - beta_min) (Ho et al. 2020; Song et al. 2021); its chain has
+    betas linspace(beta_min / N, beta_max / N, N)."""
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    N: int = 1000
-    discrete_labels: str = "score_sde"
+    beta_min: float
+    beta_max: float
+    T = 1.0
 
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def log_alpha(self, t):
-        """log alpha(t) = -1/2 int_0^t beta(s) ds = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min."""
+        """-1/2 int_0^t beta = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min."""
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def t_from_log_alpha(self, log_alpha):
-        """Inverse of log_alpha: the root t >= 0 of a t^2 + b t = c with a = (beta_max - beta_min) / 4,
-        b = beta_min / 2, c = -log alpha, written t = 2c / (b + sqrt(b^2 + 4ac)) (stable as a -> 0)."""
+        """The root t >= 0 of a t^2 + b t = c, a = (beta_max - beta_min) / 4, b = beta_min / 2, c = -log alpha,
+        written t = 2c / (b + sqrt(b^2 + 4ac)) (stable as a -> 0)."""
         a, b, c = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min, -log_alpha
         return 2.0 * c / (b + jnp.sqrt(b**2 + 4.0 * a * c))
+
+    def discrete_betas(self, N: int) -> np.ndarray:
+        return np.linspace(self.beta_min / N, self.beta_max / N, N)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledLinearSchedule:
+    """Linear in sqrt(beta) (Stable Diffusion's "scaled_linear"): with a = sqrt(beta_min), b = sqrt(beta_max),
+
+        beta(t) = (a + t (b - a))^2,   int_0^t beta = ((a + t (b - a))^3 - a^3) / (3 (b - a)),
+
+    and the chain beta_i = (sqrt(beta_min / N) + i (sqrt(beta_max / N) - sqrt(beta_min / N)) / (N-1))^2
+    = beta(i / (N-1)) / N; beta_min = 0.85, beta_max = 12, N = 1000 give SD's 0.00085 ... 0.012.
+    """
+
+    beta_min: float
+    beta_max: float
+    T = 1.0
+
+    def _ab(self):
+        return np.sqrt(self.beta_min), np.sqrt(self.beta_max)
+
+    def beta(self, t):
+        a, b = self._ab()
+        return (a + t * (b - a)) ** 2
+
+    def log_alpha(self, t):
+        a, b = self._ab()
+        return -((a + t * (b - a)) ** 3 - a**3) / (6.0 * (b - a))
+
+    def t_from_log_alpha(self, log_alpha):
+        """(a + t (b - a))^3 = a^3 - 6 (b - a) log alpha, solved for t."""
+        a, b = self._ab()
+        return (jnp.cbrt(a**3 - 6.0 * (b - a) * log_alpha) - a) / (b - a)
+
+    def discrete_betas(self, N: int) -> np.ndarray:
+        return self.beta(np.linspace(0.0, 1.0, N)) / N
+
+
+@dataclasses.dataclass(frozen=True)
+class CosineSchedule:
+    """Nichol & Dhariwal (2021): alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0)), phi(t) = (t + s) / (1 + s) pi / 2,
+
+        log alpha(t) = log cos phi(t) - log cos phi(0),   beta(t) = -d log alpha_bar / dt = pi tan(phi(t)) / (1 + s).
+
+    beta -> inf as t -> 1, so the SDE ends at T < 1 where beta(T) = 999 (as DPM-Solver's NoiseScheduleVP);
+    there alpha(T) ~ 3e-3. The chain is beta_i = min(1 - alpha_bar((i+1)/N) / alpha_bar(i/N), 0.999).
+    """
+
+    s: float = 0.008
+    beta_end: float = 999.0
+
+    def _phi(self, t):
+        return (t + self.s) / (1.0 + self.s) * (np.pi / 2)
+
+    @property
+    def T(self) -> float:
+        return float(np.arctan(self.beta_end * (1.0 + self.s) / np.pi) * 2.0 * (1.0 + self.s) / np.pi - self.s)
+
+    def beta(self, t):
+        return np.pi * jnp.tan(self._phi(t)) / (1.0 + self.s)
+
+    def log_alpha(self, t):
+        """With d = phi(t) - phi(0): cos phi(t) / cos phi(0) = cos d - tan phi(0) sin d, exactly 1 at t = 0."""
+        d = t * (np.pi / 2) / (1.0 + self.s)
+        return jnp.log1p(-2.0 * jnp.sin(d / 2) ** 2 - np.tan(self._phi(0.0)) * jnp.sin(d))
+
+    def t_from_log_alpha(self, log_alpha):
+        """cos phi(t) = alpha cos phi(0), solved for t."""
+        phi = jnp.arccos(jnp.exp(log_alpha) * np.cos(self._phi(0.0)))
+        return phi * 2.0 * (1.0 + self.s) / np.pi - self.s
+
+    def discrete_betas(self, N: int) -> np.ndarray:
+        alpha_bar = np.cos(self._phi(np.linspace(0.0, 1.0, N + 1))) ** 2
+        return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.999)
+
+
+#: config.model.beta_schedule -> schedule, built from (beta_min, beta_max) (the cosine schedule has none).
+BETA_SCHEDULES = {"linear": LinearSchedule, "scaled_linear": ScaledLinearSchedule,
+                  "cosine": lambda beta_min, beta_max: CosineSchedule()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _BetaScheduleSDE(SDE):
+    """Shared by the VP and sub-VP SDEs: drift f(x, t) = -1/2 beta(t) x, alpha(t) = exp(-1/2 int_0^t beta(s) ds),
+    beta(t) from the schedule named by `beta_schedule` (BETA_SCHEDULES)."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    N: int = 1000
+    discrete_labels: str = "score_sde"
+    beta_schedule: str = "linear"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"Unknown beta_schedule {self.beta_schedule!r} (config.model.beta_schedule); "
+                             f"choose one of {sorted(BETA_SCHEDULES)}.")
+
+    @functools.cached_property
+    def schedule(self):
+        return BETA_SCHEDULES[self.beta_schedule](self.beta_min, self.beta_max)
+
+    @property
+    def T(self) -> float:
+        return self.schedule.T
+
+    def beta(self, t):
+        return self.schedule.beta(t)
+
+    def log_alpha(self, t):
+        return self.schedule.log_alpha(t)
+
+    def t_from_log_alpha(self, log_alpha):
+        return self.schedule.t_from_log_alpha(log_alpha)
 
     def drift(self, x, t):
         return batch_mul(-0.5 * self.beta(t), x)
@@ -256,12 +370,13 @@ class _LinearBetaSDE(SDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class VPSDE(_LinearBetaSDE):
+class VPSDE(_BetaScheduleSDE):
     """Variance-preserving SDE (the continuous limit of DDPM):
 
         dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw,   sigma(t)^2 = 1 - alpha(t)^2.
 
-    Its discretization is the DDPM Markov chain with betas = linspace(beta_min/N, beta_max/N, N).
+    Its discretization is the DDPM Markov chain with the schedule's betas (linear:
+    linspace(beta_min/N, beta_max/N, N)).
     """
 
     def sde(self, x, t):
@@ -279,7 +394,7 @@ class VPSDE(_LinearBetaSDE):
     # first be touched inside a jit trace).
     @functools.cached_property
     def discrete_betas(self) -> np.ndarray:
-        return np.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+        return self.schedule.discrete_betas(self.N)
 
     @functools.cached_property
     def alphas_cumprod(self) -> np.ndarray:
@@ -313,7 +428,7 @@ class VPSDE(_LinearBetaSDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class subVPSDE(_LinearBetaSDE):
+class subVPSDE(_BetaScheduleSDE):
     """Sub-variance-preserving SDE (Song et al. 2021, eq. 29):
 
         dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds))) dw,
@@ -425,4 +540,5 @@ def from_config(config) -> SDE:
     labels = m.discrete_labels
     if name == "vesde":
         return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales, discrete_labels=labels)
-    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales, discrete_labels=labels)
+    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales, discrete_labels=labels,
+                      beta_schedule=m.beta_schedule)

@@ -115,6 +115,9 @@ def get_base_config():
     model.num_scales = 1000
     model.beta_min = 0.1
     model.beta_max = 20.0
+    # new: VP / sub-VP beta(t), "linear" | "scaled_linear" (linear in sqrt(beta); Stable Diffusion's with
+    # beta_min = 0.85, beta_max = 12) | "cosine" (Nichol & Dhariwal 2021; ignores beta_min / beta_max)
+    model.beta_schedule = "linear"
     model.dropout = 0.1
     model.ema_rate = 0.9999
     model.scale_by_sigma = False
