@@ -139,6 +139,9 @@ def get_base_config():
     # t (N-1) for VP, round((1 - t)(N-1)), an index into the descending sigmas, for VE) or "floor_index"
     # (floor(t (N-1)), the chain step counted from the data, for both: this framework's before the option)
     model.discrete_labels = "score_sde"
+    # new: what the network predicts, "default" (the SDE's, as score_sde: "epsilon" for VP / sub-VP, "score"
+    # for VE) | "epsilon" | "x0" | "v" (alpha eps - sigma x_0; SD 2.x 768) | "score" (models/score_fn.py)
+    model.prediction = "default"
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

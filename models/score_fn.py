@@ -2,9 +2,9 @@
 
 Preconditioning lives here, apart from the networks (as in EDM), and asks the SDE what it needs:
 
-* what the network predicts, `sde.default_prediction` (score_sde's): 'epsilon' for VP / sub-VP, the
-  noise eps of x_t = alpha x_0 + sigma eps, so  s(x, t) = -net(x, c(t)) / sigma;  'score' for VE,
-  s(x, t) = net(x, c(t)) [/ sigma with config.model.scale_by_sigma];
+* what the network predicts (config.model.prediction, `PREDICTIONS`; 'default' is the SDE's own
+  `sde.default_prediction`, score_sde's: 'epsilon' for VP / sub-VP, 'score' for VE), turned into the
+  score by `score_from_prediction`, so every sampler applies unchanged;
 * the noise conditioning c(t) = `sde.noise_label(t, continuous)` and the (alpha, sigma) the model was
   trained at, `sde.perturbation_coeffs(t, continuous)` (the discrete chain's for a discrete-time model;
   config.model.discrete_labels picks score_sde's labels or this framework's older 'floor_index').
@@ -33,6 +33,40 @@ def noise_conditioning(sde: sde_lib.SDE, t: jax.Array, continuous: bool) -> tupl
     return sde.noise_label(t, continuous), sde.perturbation_coeffs(t, continuous)[1]
 
 
+#: What a network may predict of x_t = alpha x_0 + sigma eps; each gives eps, and s = -eps / sigma:
+#:   'epsilon'  eps_hat = net
+#:   'x0'       eps_hat = (x_t - alpha x0_hat) / sigma
+#:   'v'        v = alpha eps - sigma x_0 (Salimans & Ho 2022; SD 2.x 768), so with x_0 = (x_t - sigma eps) / alpha,
+#:              eps_hat = (alpha v_hat + sigma x_t) / (alpha^2 + sigma^2)
+#: and 'score' is the score itself, s = net [/ sigma with config.model.scale_by_sigma].
+PREDICTIONS = ("epsilon", "x0", "v", "score")
+
+
+def score_from_prediction(prediction: str, out, x, alpha, sigma, scale_by_sigma: bool = False):
+    """The score s(x_t, t) from a network output `out` that predicts `prediction` (PREDICTIONS) at (alpha, sigma) (B,)."""
+    if prediction == "score":
+        return sde_lib.batch_mul(1.0 / sigma, out) if scale_by_sigma else out
+    if prediction == "epsilon":
+        eps = out
+    elif prediction == "x0":
+        eps = sde_lib.batch_mul(1.0 / sigma, x - sde_lib.batch_mul(alpha, out))
+    elif prediction == "v":
+        eps = sde_lib.batch_mul(1.0 / (alpha**2 + sigma**2), sde_lib.batch_mul(alpha, out) + sde_lib.batch_mul(sigma, x))
+    else:
+        raise ValueError(f"Unknown prediction {prediction!r}; choose one of {list(PREDICTIONS)}.")
+    return sde_lib.batch_mul(-1.0 / sigma, eps)
+
+
+def prediction_of(config, sde: sde_lib.SDE) -> str:
+    """config.model.prediction, with 'default' resolved to the SDE's own (score_sde's parameterisation)."""
+    prediction = config.model.get("prediction", "default")
+    prediction = sde.default_prediction if prediction == "default" else prediction
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"Unknown config.model.prediction {prediction!r}; choose one of {list(PREDICTIONS)} "
+                         "or 'default'.")
+    return prediction
+
+
 def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, continuous: bool = True,
                  rng: jax.Array | None = None, labels: jax.Array | None = None):
     """score_fn(x, t) -> grad_x log p_t(x) estimated by `model` with `variables`.
@@ -43,14 +77,12 @@ def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, contin
     if train and rng is None:
         raise ValueError("get_score_fn(train=True) needs an rng for dropout.")
     scale_by_sigma = model.config.model.get("scale_by_sigma", False)
-    predicts_score = sde.default_prediction == "score"
+    prediction = prediction_of(model.config, sde)
 
     def score_fn(x, t):
-        cond, sigma = noise_conditioning(sde, t, continuous)
-        out = model.apply(variables, x, cond, labels=labels, train=train,
+        alpha, sigma = sde.perturbation_coeffs(t, continuous)
+        out = model.apply(variables, x, sde.noise_label(t, continuous), labels=labels, train=train,
                           rngs={"dropout": rng} if train else None).astype(jnp.float32)
-        if predicts_score:
-            return sde_lib.batch_mul(1.0 / sigma, out) if scale_by_sigma else out
-        return sde_lib.batch_mul(-1.0 / sigma, out)
+        return score_from_prediction(prediction, out, x, alpha, sigma, scale_by_sigma)
 
     return score_fn
