@@ -26,6 +26,11 @@ import numpy as np
 
 ScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
 
+#: Conventions for the time label of a discrete-time network (`SDE.noise_label`): 'score_sde', that of
+#: yang-song/score_sde and its published checkpoints, or 'floor_index', this framework's before it had
+#: the option (the step floor(t (N-1) / T) of the chain, counted from the data, for VP and VE alike).
+DISCRETE_LABELS = ("score_sde", "floor_index")
+
 
 def batch_mul(a: jax.Array, x: jax.Array) -> jax.Array:
     """Multiply per-example values a (B,) into x (B, ...)."""
@@ -45,7 +50,14 @@ class SDE(abc.ABC):
     Subclasses give `sde`, `marginal_coeffs`, `prior_scale`; the rest follows.
     """
 
+    def __post_init__(self):
+        if self.discrete_labels not in DISCRETE_LABELS:
+            raise ValueError(f"Unknown discrete_labels {self.discrete_labels!r} (config.model.discrete_labels); "
+                             f"choose one of {list(DISCRETE_LABELS)}.")
+
     N: int
+    #: How a discrete-time network is told its step, one of DISCRETE_LABELS (see `noise_label`).
+    discrete_labels: str
     T: float = 1.0
     #: Smallest time the samplers and the likelihood integrate down to.
     sampling_eps: float = 1e-3
@@ -79,24 +91,73 @@ class SDE(abc.ABC):
     def timestep(self, t: jax.Array) -> jax.Array:
         """Index i = floor(t (N-1) / T) of the discrete step whose cell [i, i+1) T/(N-1) holds t.
 
-        Floor (as in score_sde) maps the sampler grid linspace(T, eps, N) onto each
-        step exactly once; `step_time(i)` is the centre of cell i.
+        Floor (as in score_sde's samplers) maps the sampler grid linspace(T, eps, N) onto each
+        step exactly once; `discretize` and the ancestral step use it.
         """
         return jnp.clip(jnp.floor(t * (self.N - 1) / self.T), 0, self.N - 1).astype(jnp.int32)
 
     def step_time(self, i: jax.Array) -> jax.Array:
-        """A time t with timestep(t) == i, robust to float round-off: (i + 1/2) T / (N-1)."""
-        return (i + 0.5) * self.T / (self.N - 1)
+        """A time t at which step i is both `timestep(t)` and `network_step(t)`: (i + 1/4) T / (N-1),
+        inside the floor cell [i, i+1) and the rounding cell [i - 1/2, i + 1/2), away from their edges."""
+        return (i + 0.25) * self.T / (self.N - 1)
 
     def discrete_marginal_coeffs(self, i: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(alpha_i, sigma_i) of the SDE's own discrete chain after step i (DDPM for VP, SMLD for VE)."""
         raise NotImplementedError(
             f"{type(self).__name__} has no discrete chain; train it with config.training.continuous=True.")
 
+    #: Whether the SDE has a discrete chain of its own (`discrete_marginal_coeffs`, `ancestral_step`).
+    has_discrete_chain = False
+
+    def ancestral_step(self, x: jax.Array, score: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(x_mean, std) of one ancestral step of the chain from step i = timestep(t) to i - 1."""
+        raise NotImplementedError(f"{type(self).__name__} has no discrete chain to sample ancestrally.")
+
+    def langevin_alpha(self, t: jax.Array) -> jax.Array:
+        """score_sde's step-size factor of the Langevin corrector: 1 - beta_i on the VP chain, else 1."""
+        return jnp.ones_like(t)
+
+    # --- how a network is conditioned on time (score_sde's conventions, one place) --------------
+
+    #: What the network outputs under score_sde's parameterisation: 'epsilon' (the noise of
+    #: x_t = alpha x_0 + sigma eps) or 'score' (optionally times sigma, config.model.scale_by_sigma).
+    default_prediction: str = "epsilon"
+
+    def continuous_label(self, t: jax.Array) -> jax.Array:
+        """The network's conditioning input of a continuous-time model: 999 t (score_sde's VP / sub-VP)."""
+        return 999.0 * t
+
+    def network_step(self, t: jax.Array) -> jax.Array:
+        """The chain step i a discrete-time network at time t is trained for (its sigma is sigma_i).
+
+        'floor_index' and score_sde's VP: timestep(t) = floor(t (N-1) / T).
+        """
+        return self.timestep(t)
+
+    def score_sde_label(self, t: jax.Array) -> jax.Array:
+        """score_sde's discrete-time label for VP: t (N-1) / T, unrounded (its sigma rounds down)."""
+        return t * (self.N - 1) / self.T
+
+    def noise_label(self, t: jax.Array, continuous: bool = True) -> jax.Array:
+        """c(t), the time conditioning a network is fed (float32, shape (B,)):
+
+        continuous   `continuous_label(t)`: 999 t (VP, sub-VP) or sigma(t) (VE);
+        discrete     with discrete_labels='score_sde', `score_sde_label(t)`: t (N-1) / T (VP) or
+                     round((T - t)(N-1) / T), an index into the descending sigmas (VE);
+                     with 'floor_index', network_step(t) = floor(t (N-1) / T), counted from the data.
+        """
+        if continuous:
+            label = self.continuous_label(t)
+        elif self.discrete_labels == "floor_index":
+            label = self.network_step(t)
+        else:
+            label = self.score_sde_label(t)
+        return jnp.asarray(label, jnp.float32)
+
     def perturbation_coeffs(self, t: jax.Array, continuous: bool = True) -> tuple[jax.Array, jax.Array]:
         """(alpha, sigma) a model conditioned on t was trained at: marginal_coeffs(t), or for a discrete-time
-        model (continuous=False) the chain's discrete_marginal_coeffs(timestep(t))."""
-        return self.marginal_coeffs(t) if continuous else self.discrete_marginal_coeffs(self.timestep(t))
+        model (continuous=False) the chain's discrete_marginal_coeffs(network_step(t))."""
+        return self.marginal_coeffs(t) if continuous else self.discrete_marginal_coeffs(self.network_step(t))
 
     def log_snr(self, t: jax.Array) -> jax.Array:
         """lambda(t) = log(alpha(t) / sigma(t)), half the log signal-to-noise ratio; decreasing in t.
@@ -164,26 +225,141 @@ class ReverseSDE:
 
 
 @dataclasses.dataclass(frozen=True)
-class _LinearBetaSDE(SDE):
-    """Shared by the VP and sub-VP SDEs: beta(t) = beta_min + t (beta_max - beta_min),
-    drift f(x, t) = -1/2 beta(t) x, alpha(t) = exp(-1/2 int_0^t beta(s) ds)."""
+class LinearSchedule:
+    """beta(t) = beta_min + t (beta_max - beta_min) (Ho et al. 2020; Song et al. 2021); its chain has
+    betas linspace(beta_min / N, beta_max / N, N)."""
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    N: int = 1000
+    beta_min: float
+    beta_max: float
+    T = 1.0
 
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def log_alpha(self, t):
-        """log alpha(t) = -1/2 int_0^t beta(s) ds = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min."""
+        """-1/2 int_0^t beta = -1/4 t^2 (beta_max - beta_min) - 1/2 t beta_min."""
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def t_from_log_alpha(self, log_alpha):
-        """Inverse of log_alpha: the root t >= 0 of a t^2 + b t = c with a = (beta_max - beta_min) / 4,
-        b = beta_min / 2, c = -log alpha, written t = 2c / (b + sqrt(b^2 + 4ac)) (stable as a -> 0)."""
+        """The root t >= 0 of a t^2 + b t = c, a = (beta_max - beta_min) / 4, b = beta_min / 2, c = -log alpha,
+        written t = 2c / (b + sqrt(b^2 + 4ac)) (stable as a -> 0)."""
         a, b, c = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min, -log_alpha
         return 2.0 * c / (b + jnp.sqrt(b**2 + 4.0 * a * c))
+
+    def discrete_betas(self, N: int) -> np.ndarray:
+        return np.linspace(self.beta_min / N, self.beta_max / N, N)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaledLinearSchedule:
+    """Linear in sqrt(beta) (Stable Diffusion's "scaled_linear"): with a = sqrt(beta_min), b = sqrt(beta_max),
+
+        beta(t) = (a + t (b - a))^2,   int_0^t beta = ((a + t (b - a))^3 - a^3) / (3 (b - a)),
+
+    and the chain beta_i = (sqrt(beta_min / N) + i (sqrt(beta_max / N) - sqrt(beta_min / N)) / (N-1))^2
+    = beta(i / (N-1)) / N; beta_min = 0.85, beta_max = 12, N = 1000 give SD's 0.00085 ... 0.012.
+    """
+
+    beta_min: float
+    beta_max: float
+    T = 1.0
+
+    def _ab(self):
+        return np.sqrt(self.beta_min), np.sqrt(self.beta_max)
+
+    def beta(self, t):
+        a, b = self._ab()
+        return (a + t * (b - a)) ** 2
+
+    def log_alpha(self, t):
+        a, b = self._ab()
+        return -((a + t * (b - a)) ** 3 - a**3) / (6.0 * (b - a))
+
+    def t_from_log_alpha(self, log_alpha):
+        """(a + t (b - a))^3 = a^3 - 6 (b - a) log alpha, solved for t."""
+        a, b = self._ab()
+        return (jnp.cbrt(a**3 - 6.0 * (b - a) * log_alpha) - a) / (b - a)
+
+    def discrete_betas(self, N: int) -> np.ndarray:
+        return self.beta(np.linspace(0.0, 1.0, N)) / N
+
+
+@dataclasses.dataclass(frozen=True)
+class CosineSchedule:
+    """Nichol & Dhariwal (2021): alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0)), phi(t) = (t + s) / (1 + s) pi / 2,
+
+        log alpha(t) = log cos phi(t) - log cos phi(0),   beta(t) = -d log alpha_bar / dt = pi tan(phi(t)) / (1 + s).
+
+    beta -> inf as t -> 1, so the SDE ends at T < 1 where beta(T) = 999 (as DPM-Solver's NoiseScheduleVP);
+    there alpha(T) ~ 3e-3. The chain is beta_i = min(1 - alpha_bar((i+1)/N) / alpha_bar(i/N), 0.999).
+    """
+
+    s: float = 0.008
+    beta_end: float = 999.0
+
+    def _phi(self, t):
+        return (t + self.s) / (1.0 + self.s) * (np.pi / 2)
+
+    @property
+    def T(self) -> float:
+        return float(np.arctan(self.beta_end * (1.0 + self.s) / np.pi) * 2.0 * (1.0 + self.s) / np.pi - self.s)
+
+    def beta(self, t):
+        return np.pi * jnp.tan(self._phi(t)) / (1.0 + self.s)
+
+    def log_alpha(self, t):
+        """With d = phi(t) - phi(0): cos phi(t) / cos phi(0) = cos d - tan phi(0) sin d, exactly 1 at t = 0."""
+        d = t * (np.pi / 2) / (1.0 + self.s)
+        return jnp.log1p(-2.0 * jnp.sin(d / 2) ** 2 - np.tan(self._phi(0.0)) * jnp.sin(d))
+
+    def t_from_log_alpha(self, log_alpha):
+        """cos phi(t) = alpha cos phi(0), solved for t."""
+        phi = jnp.arccos(jnp.exp(log_alpha) * np.cos(self._phi(0.0)))
+        return phi * 2.0 * (1.0 + self.s) / np.pi - self.s
+
+    def discrete_betas(self, N: int) -> np.ndarray:
+        alpha_bar = np.cos(self._phi(np.linspace(0.0, 1.0, N + 1))) ** 2
+        return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], 0.999)
+
+
+#: config.model.beta_schedule -> schedule, built from (beta_min, beta_max) (the cosine schedule has none).
+BETA_SCHEDULES = {"linear": LinearSchedule, "scaled_linear": ScaledLinearSchedule,
+                  "cosine": lambda beta_min, beta_max: CosineSchedule()}
+
+
+@dataclasses.dataclass(frozen=True)
+class _BetaScheduleSDE(SDE):
+    """Shared by the VP and sub-VP SDEs: drift f(x, t) = -1/2 beta(t) x, alpha(t) = exp(-1/2 int_0^t beta(s) ds),
+    beta(t) from the schedule named by `beta_schedule` (BETA_SCHEDULES)."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    N: int = 1000
+    discrete_labels: str = "score_sde"
+    beta_schedule: str = "linear"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"Unknown beta_schedule {self.beta_schedule!r} (config.model.beta_schedule); "
+                             f"choose one of {sorted(BETA_SCHEDULES)}.")
+
+    @functools.cached_property
+    def schedule(self):
+        return BETA_SCHEDULES[self.beta_schedule](self.beta_min, self.beta_max)
+
+    @property
+    def T(self) -> float:
+        return self.schedule.T
+
+    def beta(self, t):
+        return self.schedule.beta(t)
+
+    def log_alpha(self, t):
+        return self.schedule.log_alpha(t)
+
+    def t_from_log_alpha(self, log_alpha):
+        return self.schedule.t_from_log_alpha(log_alpha)
 
     def drift(self, x, t):
         return batch_mul(-0.5 * self.beta(t), x)
@@ -194,12 +370,13 @@ class _LinearBetaSDE(SDE):
 
 
 @dataclasses.dataclass(frozen=True)
-class VPSDE(_LinearBetaSDE):
+class VPSDE(_BetaScheduleSDE):
     """Variance-preserving SDE (the continuous limit of DDPM):
 
         dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw,   sigma(t)^2 = 1 - alpha(t)^2.
 
-    Its discretization is the DDPM Markov chain with betas = linspace(beta_min/N, beta_max/N, N).
+    Its discretization is the DDPM Markov chain with the schedule's betas (linear:
+    linspace(beta_min/N, beta_max/N, N)).
     """
 
     def sde(self, x, t):
@@ -217,7 +394,7 @@ class VPSDE(_LinearBetaSDE):
     # first be touched inside a jit trace).
     @functools.cached_property
     def discrete_betas(self) -> np.ndarray:
-        return np.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N)
+        return self.schedule.discrete_betas(self.N)
 
     @functools.cached_property
     def alphas_cumprod(self) -> np.ndarray:
@@ -225,18 +402,33 @@ class VPSDE(_LinearBetaSDE):
         return np.cumprod(1.0 - self.discrete_betas)
 
     def discrete_marginal_coeffs(self, i):
-        """(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)): x_i = sqrt(alpha_bar_i) x_0 + sqrt(1 - alpha_bar_i) z."""
-        alpha_bar = jnp.asarray(self.alphas_cumprod, jnp.float32)[i]
-        return jnp.sqrt(alpha_bar), jnp.sqrt(1.0 - alpha_bar)
+        """(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)): x_i = sqrt(alpha_bar_i) x_0 + sqrt(1 - alpha_bar_i) z
+        (tabulated in float64: 1 - alpha_bar_i cancels badly in float32 for small i)."""
+        alpha_bar = self.alphas_cumprod
+        table = jnp.asarray(np.stack([np.sqrt(alpha_bar), np.sqrt(1.0 - alpha_bar)]), jnp.float32)
+        return table[0][i], table[1][i]
 
     def discretize(self, x, t):
         """DDPM step x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z, as (f, G)."""
-        beta = jnp.asarray(self.discrete_betas, jnp.float32)[self.timestep(t)]
+        beta = self._beta_at(t)
         return batch_mul(jnp.sqrt(1.0 - beta), x) - x, jnp.sqrt(beta)
+
+    has_discrete_chain = True
+
+    def _beta_at(self, t):
+        return jnp.asarray(self.discrete_betas, jnp.float32)[self.timestep(t)]
+
+    def ancestral_step(self, x, score, t):
+        """DDPM: x_mean = (x + beta_i s) / sqrt(1 - beta_i), std = sqrt(beta_i)."""
+        beta = self._beta_at(t)
+        return batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score)), jnp.sqrt(beta)
+
+    def langevin_alpha(self, t):
+        return 1.0 - self._beta_at(t)
 
 
 @dataclasses.dataclass(frozen=True)
-class subVPSDE(_LinearBetaSDE):
+class subVPSDE(_BetaScheduleSDE):
     """Sub-variance-preserving SDE (Song et al. 2021, eq. 29):
 
         dx = -1/2 beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta(s) ds))) dw,
@@ -274,6 +466,20 @@ class VESDE(SDE):
     sigma_max: float = 50.0
     N: int = 1000
     sampling_eps: float = 1e-5
+    discrete_labels: str = "score_sde"
+    default_prediction = "score"
+
+    def continuous_label(self, t):
+        """score_sde conditions a continuous-time VE network on sigma(t)."""
+        return self.sigma(t)
+
+    def score_sde_label(self, t):
+        """round((T - t)(N-1) / T): score_sde's index into the descending sigmas (t = T is index 0)."""
+        return jnp.clip(jnp.round((self.T - t) * (self.N - 1) / self.T), 0, self.N - 1).astype(jnp.int32)
+
+    def network_step(self, t):
+        """'score_sde': N-1 - score_sde_label(t) (its sigma, counted from the data); 'floor_index': timestep(t)."""
+        return self.timestep(t) if self.discrete_labels == "floor_index" else self.N - 1 - self.score_sde_label(t)
 
     def sigma(self, t):
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
@@ -303,12 +509,23 @@ class VESDE(SDE):
         sigma = jnp.asarray(self.discrete_sigmas, jnp.float32)[i]
         return jnp.ones_like(sigma), sigma
 
-    def discretize(self, x, t):
-        """SMLD step x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z (sigma_{-1} = 0), as (f, G)."""
+    has_discrete_chain = True
+
+    def _sigma_and_previous(self, t):
+        """(sigma_i, sigma_{i-1}) at i = timestep(t), with sigma_{-1} = 0."""
         i = self.timestep(t)
         sigmas = jnp.asarray(self.discrete_sigmas, jnp.float32)
-        previous = jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
-        return jnp.zeros_like(x), jnp.sqrt(sigmas[i] ** 2 - previous**2)
+        return sigmas[i], jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
+
+    def discretize(self, x, t):
+        """SMLD step x_{i+1} = x_i + sqrt(sigma_{i+1}^2 - sigma_i^2) z (sigma_{-1} = 0), as (f, G)."""
+        sigma, previous = self._sigma_and_previous(t)
+        return jnp.zeros_like(x), jnp.sqrt(sigma**2 - previous**2)
+
+    def ancestral_step(self, x, score, t):
+        """SMLD: x_mean = x + (sigma_i^2 - sigma_{i-1}^2) s, std = sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)."""
+        sigma, previous = self._sigma_and_previous(t)
+        return x + batch_mul(sigma**2 - previous**2, score), jnp.sqrt(previous**2 * (sigma**2 - previous**2) / sigma**2)
 
 
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
@@ -320,6 +537,8 @@ def from_config(config) -> SDE:
     if name not in SDES:
         raise ValueError(f"Unknown SDE {config.training.sde!r} in config.training.sde; choose one of {sorted(SDES)}.")
     m = config.model
+    labels = m.discrete_labels
     if name == "vesde":
-        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales)
-    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+        return VESDE(sigma_min=m.sigma_min, sigma_max=m.sigma_max, N=m.num_scales, discrete_labels=labels)
+    return SDES[name](beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales, discrete_labels=labels,
+                      beta_schedule=m.beta_schedule)

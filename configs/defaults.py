@@ -118,6 +118,9 @@ def get_base_config():
     model.num_scales = 1000
     model.beta_min = 0.1
     model.beta_max = 20.0
+    # new: VP / sub-VP beta(t), "linear" | "scaled_linear" (linear in sqrt(beta); Stable Diffusion's with
+    # beta_min = 0.85, beta_max = 12) | "cosine" (Nichol & Dhariwal 2021; ignores beta_min / beta_max)
+    model.beta_schedule = "linear"
     model.dropout = 0.1
     model.ema_rate = 0.9999
     model.scale_by_sigma = False
@@ -131,6 +134,17 @@ def get_base_config():
     model.conditional = True
     model.num_classes = 0  # new: > 0 adds a class embedding; label num_classes is the null label (CFG)
     model.dtype = "float32"  # new: compute dtype, "float32" or "bfloat16"; parameters stay float32
+    # new: GroupNorm groups of C channels, "quarter_channels" = min(C // 4, 32) (score_sde's NCSN++ / DDPM++)
+    # or "fixed_32" (score_sde's DDPM; recipes.ddpm sets it). Before this option every network here used
+    # "quarter_channels": set it to run models trained here with a DDPM config before then.
+    model.norm_groups = "quarter_channels"
+    # new: the time label of a discrete-time (training.continuous=False) network, "score_sde" (score_sde's:
+    # t (N-1) for VP, round((1 - t)(N-1)), an index into the descending sigmas, for VE) or "floor_index"
+    # (floor(t (N-1)), the chain step counted from the data, for both: this framework's before the option)
+    model.discrete_labels = "score_sde"
+    # new: what the network predicts, "default" (the SDE's, as score_sde: "epsilon" for VP / sub-VP, "score"
+    # for VE) | "epsilon" | "x0" | "v" (alpha eps - sigma x_0; SD 2.x 768) | "score" (models/score_fn.py)
+    model.prediction = "default"
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

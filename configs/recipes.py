@@ -23,6 +23,7 @@ def ddpm(config):
     m.attn_resolutions = (16,)
     m.resamp_with_conv = True
     m.conditional = True
+    m.norm_groups = "fixed_32"
     return config
 
 

@@ -1,6 +1,6 @@
 """Score networks: `get_model(config)`, `init_model(rng, config)` and `get_score_fn(sde, model, variables, ...)`."""
 from models import ddpm, ncsnpp, ncsnv2, unet2d_condition  # noqa: F401  (register the networks by name)
 from models.registry import get_model, register_model
-from models.utils import get_score_fn, init_model, noise_conditioning
+from models.score_fn import get_score_fn, init_model, noise_conditioning
 
 __all__ = ["get_model", "register_model", "get_score_fn", "init_model", "noise_conditioning"]

@@ -61,14 +61,16 @@ def listing(what: str, items: list[str], limit: int = 6) -> str:
 
 
 def torch_to_flax(tensors: dict[str, np.ndarray], target, source: str = "the checkpoint",
-                  ignore: str | None = None):
+                  ignore: str | None = None, names: dict[str, str] | None = None):
     """Flax params shaped like `target` (a param tree of arrays or ShapeDtypeStructs) filled from `tensors`.
 
     Every target leaf must be matched by exactly one tensor of the right shape, and every tensor must be used
     (keys matching the regular expression `ignore` excepted); otherwise a ConversionError lists the missing
-    parameters (as Flax paths joined by '.'), the unexpected and the misshapen tensors (in PyTorch's naming),
-    and `source` says where they came from.
+    parameters (as Flax paths joined by '.'), the unexpected and the misshapen tensors (in PyTorch's naming;
+    `names` maps a key to the name to report, for keys renamed before the call), and `source` says where
+    they came from.
     """
+    names = names or {}
     flat_target = traverse_util.flatten_dict(target)
     by_module: dict[tuple, set] = {}
     for path in flat_target:
@@ -83,13 +85,13 @@ def torch_to_flax(tensors: dict[str, np.ndarray], target, source: str = "the che
             leaf = next((name for name in _WEIGHT_LEAVES if name in by_module.get(module, ())), "weight")
         path = module + (leaf,)
         if path not in flat_target:
-            unexpected.append(key)
+            unexpected.append(names.get(key, key))
             continue
         want = tuple(flat_target[path].shape)
         value = _to_flax(leaf, np.asarray(array))
         if tuple(value.shape) != want:
             torch_want = torch_layout(want) if leaf == "kernel" else want
-            misshapen.append(f"{key} {tuple(np.shape(array))} (the network has {torch_want})")
+            misshapen.append(f"{names.get(key, key)} {tuple(np.shape(array))} (the network has {torch_want})")
             continue
         out[path] = value.astype(flat_target[path].dtype)
         used.add(path)

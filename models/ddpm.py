@@ -29,7 +29,9 @@ class DDPM(nn.Module):
         act = layers.get_act(self.config)
         nf, ch_mult = m.nf, tuple(m.ch_mult)
         num_resolutions = len(ch_mult)
-        resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout)
+        groups = layers.norm_groups(self.config)
+        resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout,
+                                                              norm_groups=groups)
 
         dtype = layers.compute_dtype(self.config)
 
@@ -44,23 +46,23 @@ class DDPM(nn.Module):
             for _ in range(m.num_res_blocks):
                 h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
                 if h.shape[1] in m.attn_resolutions:
-                    h = layers.AttnBlock()(h)
+                    h = layers.AttnBlock(norm_groups=groups)(h)
                 hs.append(h)
             if level != num_resolutions - 1:
                 hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
 
         h = resblock()(hs[-1], temb, train)
-        h = layers.AttnBlock()(h)
+        h = layers.AttnBlock(norm_groups=groups)(h)
         h = resblock()(h, temb, train)
 
         for level in reversed(range(num_resolutions)):
             for _ in range(m.num_res_blocks + 1):
                 h = resblock(nf * ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
             if h.shape[1] in m.attn_resolutions:
-                h = layers.AttnBlock()(h)
+                h = layers.AttnBlock(norm_groups=groups)(h)
             if level != 0:
                 h = layers.Upsample(with_conv=m.resamp_with_conv)(h)
         assert not hs
 
-        h = act(layers.group_norm(h))
+        h = act(layers.group_norm(h, groups))
         return layers.conv3x3(h, x.shape[-1], init_scale=0.0).astype(jnp.float32)

@@ -3,7 +3,7 @@
 Parameter shapes and initialisers follow the DDPM reference implementation
 (Ho et al. 2020) as carried into score_sde: variance-scaling "fan_avg" uniform
 initialisation with a per-layer scale, zero-initialised output layers, and
-GroupNorm with min(C // 4, 32) groups.
+GroupNorm with config.model.norm_groups groups (`NORM_GROUPS`).
 
 Mixed precision is one rule, kept here: every layer computes in the dtype of
 the activation it receives (config.model.dtype, set once where a model casts
@@ -54,9 +54,25 @@ def residual_sum(x, h, skip_rescale: bool):
     return (x + h) / math.sqrt(2.0) if skip_rescale else x + h
 
 
-def group_norm(x: jax.Array) -> jax.Array:
-    """GroupNorm with min(C // 4, 32) groups and eps 1e-6, computed in float32 (a fresh layer per call site)."""
-    return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32), epsilon=1e-6, dtype=jnp.float32)(x).astype(x.dtype)
+#: GroupNorm group counts G(C) of C channels (config.model.norm_groups): 'fixed_32', G = 32, as in DDPM
+#: (Ho et al. 2020; score_sde's ddpm.py); 'quarter_channels', G = min(C // 4, 32), as in score_sde's
+#: NCSN++ / DDPM++, and this framework's rule for every network before it had the option.
+NORM_GROUPS = {"fixed_32": lambda channels: 32, "quarter_channels": lambda channels: min(channels // 4, 32)}
+
+
+def norm_groups(config) -> str:
+    """config.model.norm_groups, checked to be one of NORM_GROUPS."""
+    return choice(config, "norm_groups", NORM_GROUPS)
+
+
+def group_norm(x: jax.Array, groups: str) -> jax.Array:
+    """GroupNorm with NORM_GROUPS[groups](C) groups and eps 1e-6, computed in float32 (a fresh layer per call site)."""
+    channels = x.shape[-1]
+    num_groups = NORM_GROUPS[groups](channels)
+    if channels % num_groups:
+        raise ValueError(f"GroupNorm with {num_groups} groups ('{groups}') needs a multiple of {num_groups} "
+                         f"channels, got {channels}; set config.model.norm_groups='quarter_channels' or nf.")
+    return nn.GroupNorm(num_groups=num_groups, epsilon=1e-6, dtype=jnp.float32)(x).astype(x.dtype)
 
 
 def conv3x3(x, out_ch: int, stride: int = 1, init_scale: float = 1.0, use_bias: bool = True):
@@ -135,11 +151,12 @@ class AttnBlock(nn.Module):
 
     skip_rescale: bool = False
     init_scale: float = 0.0
+    norm_groups: str = "quarter_channels"
 
     @nn.compact
     def __call__(self, x):
         B, H, W, C = x.shape
-        h = group_norm(x)
+        h = group_norm(x, self.norm_groups)
         q, k, v = NIN(C)(h), NIN(C)(h), NIN(C)(h)
         w = jnp.einsum("bhwc,bHWc->bhwHW", q, k) * (C**-0.5)
         w = jax.nn.softmax(w.reshape(B, H, W, H * W).astype(jnp.float32), axis=-1).astype(v.dtype)
@@ -199,7 +216,7 @@ class Downsample(nn.Module):
         return conv3x3(x, out_ch, stride=2)
 
 
-def resnet_branch(h, temb, out_ch: int, act, dropout: float, init_scale: float, train: bool):
+def resnet_branch(h, temb, out_ch: int, act, dropout: float, init_scale: float, train: bool, norm_groups: str):
     """The residual branch shared by the DDPM and BigGAN blocks, from act(GroupNorm(x)) on:
 
         Conv3x3(h) + Dense(act(temb)) -> GroupNorm -> act -> Dropout -> Conv3x3 (init_scale).
@@ -207,7 +224,7 @@ def resnet_branch(h, temb, out_ch: int, act, dropout: float, init_scale: float, 
     h = conv3x3(h, out_ch)
     if temb is not None:
         h = h + dense(act(temb), out_ch)[:, None, None, :]
-    h = act(group_norm(h))
+    h = act(group_norm(h, norm_groups))
     h = nn.Dropout(dropout)(h, deterministic=not train)
     return conv3x3(h, out_ch, init_scale=init_scale)
 
@@ -222,12 +239,14 @@ class ResnetBlockDDPM(nn.Module):
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
+    norm_groups: str = "quarter_channels"
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = False):
         C = x.shape[-1]
         out_ch = self.out_ch or C
-        h = resnet_branch(self.act(group_norm(x)), temb, out_ch, self.act, self.dropout, self.init_scale, train)
+        h = resnet_branch(self.act(group_norm(x, self.norm_groups)), temb, out_ch, self.act, self.dropout,
+                          self.init_scale, train, self.norm_groups)
         if C != out_ch:
             x = conv3x3(x, out_ch) if self.conv_shortcut else NIN(out_ch)(x)
         return residual_sum(x, h, self.skip_rescale)

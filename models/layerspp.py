@@ -69,16 +69,17 @@ class ResnetBlockBigGANpp(nn.Module):
     fir_kernel: tuple = (1, 3, 3, 1)
     skip_rescale: bool = True
     init_scale: float = 0.0
+    norm_groups: str = "quarter_channels"
 
     @nn.compact
     def __call__(self, x, temb=None, train: bool = False):
         C = x.shape[-1]
         out_ch = self.out_ch or C
-        h = self.act(layers.group_norm(x))
+        h = self.act(layers.group_norm(x, self.norm_groups))
         if self.up or self.down:
             resample = updown.upsample if self.up else updown.downsample
             h, x = resample(h, self.fir, tuple(self.fir_kernel)), resample(x, self.fir, tuple(self.fir_kernel))
-        h = layers.resnet_branch(h, temb, out_ch, self.act, self.dropout, self.init_scale, train)
+        h = layers.resnet_branch(h, temb, out_ch, self.act, self.dropout, self.init_scale, train, self.norm_groups)
         if C != out_ch or self.up or self.down:
             x = layers.conv1x1(x, out_ch)
         return layers.residual_sum(x, h, self.skip_rescale)

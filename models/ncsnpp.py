@@ -77,19 +77,21 @@ class NCSNpp(nn.Module):
         nf, ch_mult, channels = m.nf, tuple(m.ch_mult), x.shape[-1]
         num_levels = len(ch_mult)
         fir = dict(fir=m.fir, fir_kernel=tuple(m.fir_kernel))
+        groups = layers.norm_groups(self.config)
 
         def resblock(out_ch=None, up=False, down=False):
             if opts.resblock_type == "ddpm":
                 return layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout, skip_rescale=m.skip_rescale,
-                                              init_scale=m.init_scale)
+                                              init_scale=m.init_scale, norm_groups=groups)
             return layerspp.ResnetBlockBigGANpp(act=act, out_ch=out_ch, up=up, down=down, dropout=m.dropout,
-                                                skip_rescale=m.skip_rescale, init_scale=m.init_scale, **fir)
+                                                skip_rescale=m.skip_rescale, init_scale=m.init_scale,
+                                                norm_groups=groups, **fir)
 
         def attention(h):
-            return layers.AttnBlock(skip_rescale=m.skip_rescale, init_scale=m.init_scale)(h)
+            return layers.AttnBlock(skip_rescale=m.skip_rescale, init_scale=m.init_scale, norm_groups=groups)(h)
 
         def output_conv(h, out_ch, init_scale=1.0):
-            return layers.conv3x3(act(layers.group_norm(h)), out_ch, init_scale=init_scale)
+            return layers.conv3x3(act(layers.group_norm(h, groups)), out_ch, init_scale=init_scale)
 
         temb = None
         if m.conditional:

@@ -124,6 +124,8 @@ def _tensors_to_numpy(obj, storage_data):
         return _materialize(obj, storage_data[obj.storage.key])
     if isinstance(obj, dict):
         return {k: _tensors_to_numpy(v, storage_data) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tensors_to_numpy(v, storage_data) for v in obj)
     return obj
 
 
@@ -171,8 +173,9 @@ def _read_legacy(f, path):
     return obj, data
 
 
-def load_state_dict(path) -> dict[str, np.ndarray]:
-    """Reads a torch.save'd state dict {name: tensor} (zip or legacy layout) as numpy arrays."""
+def load(path):
+    """Reads a torch.save'd object made of dicts, lists, tuples, numbers, strings and tensors (a state dict,
+    or a training checkpoint such as score_sde's {'model', 'ema', 'optimizer', 'step'}), tensors as numpy."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'No PyTorch state dict at {path}.')
@@ -195,6 +198,12 @@ def load_state_dict(path) -> dict[str, np.ndarray]:
             raise ValueError(
                 f'{path} is truncated or corrupt, or not a torch.save file '
                 f'({type(e).__name__}: {e}); download or save it again.') from e
+    return result
+
+
+def load_state_dict(path) -> dict[str, np.ndarray]:
+    """Reads a torch.save'd state dict {name: tensor} (zip or legacy layout) as numpy arrays."""
+    result = load(path)
     if not isinstance(result, dict) or not all(
         isinstance(k, str) and isinstance(v, np.ndarray) for k, v in result.items()):
         raise ValueError(f'{path} holds a {type(result).__name__} that is not a state dict '

@@ -119,34 +119,20 @@ class ReverseDiffusionPredictor(_DiscreteChainPredictor):
 @register_predictor("ancestral_sampling")
 @dataclasses.dataclass(frozen=True)
 class AncestralSamplingPredictor(_DiscreteChainPredictor):
-    """Ancestral sampling of the discrete chain.
-
-    VP (DDPM): x_mean = (x + beta_i s) / sqrt(1 - beta_i),  x = x_mean + sqrt(beta_i) z.
-    VE (SMLD): x_mean = x + (sigma_i^2 - sigma_{i-1}^2) s,
-               x = x_mean + sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2) z.
-    """
+    """Ancestral sampling of the discrete chain: (x_mean, std) = sde.ancestral_step(x, s(x, t), t), x = x_mean + std z
+    (DDPM's step for VP, SMLD's for VE; see sde_lib)."""
 
     def __post_init__(self):
         super().__post_init__()
         if self.probability_flow:
             raise ValueError("ancestral_sampling has no probability-flow form; use reverse_diffusion or euler_maruyama.")
-        if not isinstance(self.sde, (sde_lib.VPSDE, sde_lib.VESDE)):
-            raise ValueError(f"ancestral_sampling needs a VP or VE SDE, not {type(self.sde).__name__}.")
+        if not self.sde.has_discrete_chain:
+            raise ValueError(f"ancestral_sampling needs a VP or VE SDE (one with a discrete chain), "
+                             f"not {type(self.sde).__name__}.")
 
     def update(self, rng, x, t, t_next):
-        i = self.sde.timestep(t)
-        score = self.score_fn(x, t)
-        z = jax.random.normal(rng, x.shape)
-        if isinstance(self.sde, sde_lib.VPSDE):
-            beta = jnp.asarray(self.sde.discrete_betas, jnp.float32)[i]
-            x_mean = batch_mul(1.0 / jnp.sqrt(1.0 - beta), x + batch_mul(beta, score))
-            return x_mean + batch_mul(jnp.sqrt(beta), z), x_mean
-        sigmas = jnp.asarray(self.sde.discrete_sigmas, jnp.float32)
-        sigma = sigmas[i]
-        previous = jnp.where(i == 0, 0.0, sigmas[jnp.maximum(i - 1, 0)])
-        x_mean = x + batch_mul(sigma**2 - previous**2, score)
-        std = jnp.sqrt(previous**2 * (sigma**2 - previous**2) / sigma**2)
-        return x_mean + batch_mul(std, z), x_mean
+        x_mean, std = self.sde.ancestral_step(x, self.score_fn(x, t), t)
+        return x_mean + batch_mul(std, jax.random.normal(rng, x.shape)), x_mean
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,12 +143,6 @@ class Corrector(abc.ABC):
     score_fn: object
     snr: float
     n_steps: int
-
-    def _alpha(self, t):
-        """1 - beta_i for the VP chain (score_sde's step-size scaling), else 1."""
-        if isinstance(self.sde, sde_lib.VPSDE):
-            return 1.0 - jnp.asarray(self.sde.discrete_betas, jnp.float32)[self.sde.timestep(t)]
-        return jnp.ones_like(t)
 
     @abc.abstractmethod
     def step_size(self, grad, z, t):
@@ -213,7 +193,7 @@ class LangevinCorrector(Corrector):
     """
 
     def step_size(self, grad, z, t):
-        return 2.0 * self._alpha(t) * (self.snr * _mean_norm(z) / _mean_norm(grad)) ** 2
+        return 2.0 * self.sde.langevin_alpha(t) * (self.snr * _mean_norm(z) / _mean_norm(grad)) ** 2
 
 
 @register_corrector("ald")
@@ -222,7 +202,7 @@ class AnnealedLangevinCorrector(Corrector):
     """Annealed Langevin dynamics (Song & Ermon 2019): eta = 2 alpha (snr sigma(t))^2."""
 
     def step_size(self, grad, z, t):
-        return 2.0 * self._alpha(t) * (self.snr * self.sde.marginal_coeffs(t)[1]) ** 2
+        return 2.0 * self.sde.langevin_alpha(t) * (self.snr * self.sde.marginal_coeffs(t)[1]) ** 2
 
 
 @register_sampler("pc")

@@ -16,7 +16,7 @@ import pytest
 import models
 from configs.ve import ncsnpp_cifar10_continuous, ncsnv2_cifar10
 from configs.vp import ddpm_digits
-from models import ncsnv2
+from models import layers, ncsnv2
 from models import up_or_down_sampling as updown
 
 B, SIZE = 3, 8
@@ -246,3 +246,37 @@ def test_instance_norm_plus_closed_form():
     # Per channel: mean gamma alpha mu_plus + beta, std gamma (up to eps).
     np.testing.assert_allclose(out.mean(axis=(1, 2)), 2.0 * 0.5 * mu_plus + 1.0, atol=1e-5)
     np.testing.assert_allclose(out.std(axis=(1, 2)), 2.0, rtol=1e-4)
+
+
+# --- GroupNorm group counts (config.model.norm_groups) ---------------------------------------
+
+@pytest.mark.parametrize("groups,count", [("fixed_32", 32), ("quarter_channels", 16)])
+def test_group_norm_rules_normalise_over_their_group_count(groups, count):
+    x = jnp.asarray(np.random.RandomState(0).normal(size=(2, 4, 4, 64)) * np.arange(1, 65), jnp.float32)
+    out, _ = layers_module_apply(lambda h: layers.group_norm(h, groups), x)
+    g = np.asarray(x, np.float64).reshape(2, 4, 4, count, 64 // count)
+    expected = (g - g.mean(axis=(1, 2, 4), keepdims=True)) / np.sqrt(g.var(axis=(1, 2, 4), keepdims=True) + 1e-6)
+    np.testing.assert_allclose(out, expected.reshape(x.shape), atol=2e-4)
+
+
+def layers_module_apply(fn, x):
+    """Apply a function that creates Flax layers, with their default initial parameters."""
+    import flax.linen as nn
+
+    class Wrapped(nn.Module):
+        @nn.compact
+        def __call__(self, h):
+            return fn(h)
+
+    return Wrapped().init_with_output(jax.random.PRNGKey(0), x)
+
+
+def test_published_configs_get_the_reference_group_counts():
+    from configs.vp import ddpm_cifar10, ddpm_mnist, ddpmpp_cifar10_continuous
+
+    assert ddpm_cifar10.get_config().model.norm_groups == "fixed_32"
+    assert ddpmpp_cifar10_continuous.get_config().model.norm_groups == "quarter_channels"
+    assert ncsnpp_cifar10_continuous.get_config().model.norm_groups == "quarter_channels"
+    assert ddpm_mnist.get_config().model.norm_groups == "quarter_channels"  # trained here before the option
+    with pytest.raises(ValueError, match="norm_groups='quarter_channels'"):
+        output_shape(tiny_config(ddpm_digits, norm_groups="fixed_32"))  # 8 channels cannot make 32 groups

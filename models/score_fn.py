@@ -1,0 +1,88 @@
+"""The score parameterisation: a network's output turned into the plain score_fn(x, t) every sampler takes.
+
+Preconditioning lives here, apart from the networks (as in EDM), and asks the SDE what it needs:
+
+* what the network predicts (config.model.prediction, `PREDICTIONS`; 'default' is the SDE's own
+  `sde.default_prediction`, score_sde's: 'epsilon' for VP / sub-VP, 'score' for VE), turned into the
+  score by `score_from_prediction`, so every sampler applies unchanged;
+* the noise conditioning c(t) = `sde.noise_label(t, continuous)` and the (alpha, sigma) the model was
+  trained at, `sde.perturbation_coeffs(t, continuous)` (the discrete chain's for a discrete-time model;
+  config.model.discrete_labels picks score_sde's labels or this framework's older 'floor_index').
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+import sde_lib
+from models.registry import get_model
+
+
+def init_model(rng: jax.Array, config, model=None):
+    """Initial variables of the model named by config (or of `model`), from a batch of one."""
+    model = model if model is not None else get_model(config)
+    d = config.data
+    x = jnp.zeros((1, d.image_size, d.image_size, d.num_channels), jnp.float32)
+    t = jnp.zeros((1,), jnp.float32)
+    params_rng, dropout_rng = jax.random.split(rng)
+    return model.init({"params": params_rng, "dropout": dropout_rng}, x, t, train=False)
+
+
+def noise_conditioning(sde: sde_lib.SDE, t: jax.Array, continuous: bool) -> tuple[jax.Array, jax.Array]:
+    """(c(t), sigma(t)): the network's noise conditioning and the perturbation std at time t."""
+    return sde.noise_label(t, continuous), sde.perturbation_coeffs(t, continuous)[1]
+
+
+#: What a network may predict of x_t = alpha x_0 + sigma eps; each gives eps, and s = -eps / sigma:
+#:   'epsilon'  eps_hat = net
+#:   'x0'       eps_hat = (x_t - alpha x0_hat) / sigma
+#:   'v'        v = alpha eps - sigma x_0 (Salimans & Ho 2022; SD 2.x 768), so with x_0 = (x_t - sigma eps) / alpha,
+#:              eps_hat = (alpha v_hat + sigma x_t) / (alpha^2 + sigma^2)
+#: and 'score' is the score itself, s = net [/ sigma with config.model.scale_by_sigma].
+PREDICTIONS = ("epsilon", "x0", "v", "score")
+
+
+def score_from_prediction(prediction: str, out, x, alpha, sigma, scale_by_sigma: bool = False):
+    """The score s(x_t, t) from a network output `out` that predicts `prediction` (PREDICTIONS) at (alpha, sigma) (B,)."""
+    if prediction == "score":
+        return sde_lib.batch_mul(1.0 / sigma, out) if scale_by_sigma else out
+    if prediction == "epsilon":
+        eps = out
+    elif prediction == "x0":
+        eps = sde_lib.batch_mul(1.0 / sigma, x - sde_lib.batch_mul(alpha, out))
+    elif prediction == "v":
+        eps = sde_lib.batch_mul(1.0 / (alpha**2 + sigma**2), sde_lib.batch_mul(alpha, out) + sde_lib.batch_mul(sigma, x))
+    else:
+        raise ValueError(f"Unknown prediction {prediction!r}; choose one of {list(PREDICTIONS)}.")
+    return sde_lib.batch_mul(-1.0 / sigma, eps)
+
+
+def prediction_of(config, sde: sde_lib.SDE) -> str:
+    """config.model.prediction, with 'default' resolved to the SDE's own (score_sde's parameterisation)."""
+    prediction = config.model.get("prediction", "default")
+    prediction = sde.default_prediction if prediction == "default" else prediction
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"Unknown config.model.prediction {prediction!r}; choose one of {list(PREDICTIONS)} "
+                         "or 'default'.")
+    return prediction
+
+
+def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, continuous: bool = True,
+                 rng: jax.Array | None = None, labels: jax.Array | None = None):
+    """score_fn(x, t) -> grad_x log p_t(x) estimated by `model` with `variables`.
+
+    `rng` feeds dropout when train=True; `labels` are class labels for a
+    class-conditional model (None for an unconditional one).
+    """
+    if train and rng is None:
+        raise ValueError("get_score_fn(train=True) needs an rng for dropout.")
+    scale_by_sigma = model.config.model.get("scale_by_sigma", False)
+    prediction = prediction_of(model.config, sde)
+
+    def score_fn(x, t):
+        alpha, sigma = sde.perturbation_coeffs(t, continuous)
+        out = model.apply(variables, x, sde.noise_label(t, continuous), labels=labels, train=train,
+                          rngs={"dropout": rng} if train else None).astype(jnp.float32)
+        return score_from_prediction(prediction, out, x, alpha, sigma, scale_by_sigma)
+
+    return score_fn
