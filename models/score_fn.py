@@ -68,21 +68,25 @@ def prediction_of(config, sde: sde_lib.SDE) -> str:
 
 
 def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, continuous: bool = True,
-                 rng: jax.Array | None = None, labels: jax.Array | None = None):
-    """score_fn(x, t) -> grad_x log p_t(x) estimated by `model` with `variables`.
+                 rng: jax.Array | None = None, labels: jax.Array | None = None, **conditions):
+    """score_fn(x, t) -> grad_x log p_t(x | condition) estimated by `model` with `variables`.
 
     `rng` feeds dropout when train=True; `labels` are class labels for a
-    class-conditional model (None for an unconditional one).
+    class-conditional model (None for an unconditional one); `conditions` are the
+    network's other keyword inputs the score function closes over, e.g. `context`
+    (a prompt's encoder states, (B, L, D)) or `control` (ControlNet residuals); those
+    given as None are not passed, so networks without such inputs take the same call.
     """
     if train and rng is None:
         raise ValueError("get_score_fn(train=True) needs an rng for dropout.")
     scale_by_sigma = model.config.model.get("scale_by_sigma", False)
     prediction = prediction_of(model.config, sde)
+    given = {name: value for name, value in conditions.items() if value is not None}
 
     def score_fn(x, t):
         alpha, sigma = sde.perturbation_coeffs(t, continuous)
         out = model.apply(variables, x, sde.noise_label(t, continuous), labels=labels, train=train,
-                          rngs={"dropout": rng} if train else None).astype(jnp.float32)
+                          rngs={"dropout": rng} if train else None, **given).astype(jnp.float32)
         return score_from_prediction(prediction, out, x, alpha, sigma, scale_by_sigma)
 
     return score_fn
