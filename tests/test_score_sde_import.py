@@ -19,8 +19,13 @@ from models import convert
 from models import score_sde_import as imp
 from tests.reference_fixtures import fixture_path, load_io, nchw_to_nhwc, relative_error
 
-CASES = ["ddpm_vp_discrete", "ddpmpp_vp_continuous", "ddpmpp_subvp_continuous", "ncsnpp_vp_continuous",
-         "ncsnpp_ve_continuous", "ncsnpp_ve_discrete", "ncsnpp_ve_celebahq256_layout"]
+# The two cases that differed before the conventions were options run by default; each case compiles a network
+# (about a minute on 2 cores), so the other five are slow.
+_SLOW = pytest.mark.slow
+CASES = ["ddpm_vp_discrete", pytest.param("ddpmpp_vp_continuous", marks=_SLOW),
+         pytest.param("ddpmpp_subvp_continuous", marks=_SLOW), pytest.param("ncsnpp_vp_continuous", marks=_SLOW),
+         pytest.param("ncsnpp_ve_continuous", marks=_SLOW), "ncsnpp_ve_discrete",
+         pytest.param("ncsnpp_ve_celebahq256_layout", marks=_SLOW)]
 RTOL = 1e-4
 
 
