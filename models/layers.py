@@ -75,13 +75,13 @@ def group_norm(x: jax.Array, groups: str) -> jax.Array:
     return nn.GroupNorm(num_groups=num_groups, epsilon=1e-6, dtype=jnp.float32)(x).astype(x.dtype)
 
 
-def conv3x3(x, out_ch: int, stride: int = 1, init_scale: float = 1.0, use_bias: bool = True):
-    return nn.Conv(out_ch, (3, 3), strides=(stride, stride), padding="SAME", use_bias=use_bias,
+def conv3x3(x, out_ch: int, stride: int = 1, init_scale: float = 1.0):
+    return nn.Conv(out_ch, (3, 3), strides=(stride, stride), padding="SAME",
                    kernel_init=default_init(init_scale), dtype=x.dtype)(x)
 
 
-def conv1x1(x, out_ch: int, init_scale: float = 1.0, use_bias: bool = True):
-    return nn.Conv(out_ch, (1, 1), padding="SAME", use_bias=use_bias, kernel_init=default_init(init_scale),
+def conv1x1(x, out_ch: int, init_scale: float = 1.0):
+    return nn.Conv(out_ch, (1, 1), padding="SAME", kernel_init=default_init(init_scale),
                    dtype=x.dtype)(x)
 
 
@@ -231,11 +231,10 @@ def resnet_branch(h, temb, out_ch: int, act, dropout: float, init_scale: float, 
 
 class ResnetBlockDDPM(nn.Module):
     """DDPM residual block (also DDPM++'s `ddpm` block): x + resnet_branch(act(GroupNorm(x))),
-    with a NIN (or 3x3 conv) shortcut when the channel count changes."""
+    with a NIN shortcut when the channel count changes."""
 
     act: callable
     out_ch: int | None = None
-    conv_shortcut: bool = False
     dropout: float = 0.1
     skip_rescale: bool = False
     init_scale: float = 0.0
@@ -248,5 +247,5 @@ class ResnetBlockDDPM(nn.Module):
         h = resnet_branch(self.act(group_norm(x, self.norm_groups)), temb, out_ch, self.act, self.dropout,
                           self.init_scale, train, self.norm_groups)
         if C != out_ch:
-            x = conv3x3(x, out_ch) if self.conv_shortcut else NIN(out_ch)(x)
+            x = NIN(out_ch)(x)
         return residual_sum(x, h, self.skip_rescale)
