@@ -154,7 +154,9 @@ def train(task):
                                          augment=task.augment)
     evaluating = task.eval_data is not None and s.eval_freq > 0
     if evaluating:
-        eval_step = jax.jit(task.eval_step)
+        def eval_steps(state, batch, frozen):  # the compiled program's name in JAX's logs
+            return task.eval_step(state, batch, frozen)
+        eval_step = jax.jit(eval_steps)
         eval_iter = task.eval_data.batches(s.eval_batch_size, start_step=step // s.eval_freq, augment=False)
     writer = MetricWriter(task.workdir, resume_step=step)
 
