@@ -37,8 +37,13 @@ def _sample(config, workdir, eval_folder):
     sample(config, workdir, eval_folder)
 
 
+def _import(config, workdir, eval_folder):
+    from modes.import_checkpoint import import_checkpoint
+    import_checkpoint(config, workdir)
+
+
 MODES = {"train": _train, "eval": _eval, "fid_stats": _fid_stats, "train_classifier": _train_classifier,
-         "sample": _sample}
+         "sample": _sample, "import": _import}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/vp/ddpm_mnist.py.",

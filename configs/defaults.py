@@ -9,6 +9,8 @@ import ml_collections
 def get_base_config():
     config = ml_collections.ConfigDict()
     config.seed = 42
+    # new: a score_sde_pytorch checkpoint (.pth) that --mode import converts into the workdir
+    config.import_from = ""
 
     config.training = training = ml_collections.ConfigDict()
     training.sde = "vpsde"
