@@ -33,6 +33,10 @@ def _train_classifier(config, workdir, eval_folder):
 
 
 def _sample(config, workdir, eval_folder):
+    if "sd" in config:  # a published Stable Diffusion pipeline (configs/sd/pipeline.py)
+        from modes.sd_sample import sample_pipeline
+        sample_pipeline(config, workdir, eval_folder)
+        return
     from modes.sample import sample
     sample(config, workdir, eval_folder)
 
