@@ -28,6 +28,7 @@ from data_sources.preprocess import ImageFormat
 from data_sources.tokenizer import load_tokenizer
 from models import stable_diffusion
 from models.autoencoder import AutoencoderKL
+from models.layers import DTYPES
 from samplers import get_sampler
 from samplers.guidance import classifier_free_guidance
 from training.validation import ConfigError
@@ -102,9 +103,11 @@ def sample_pipeline(config, workdir: str, eval_folder: str) -> str:
     sd = config.sd
     if not sd.path:
         raise ConfigError("config.sd.path must name a diffusers Stable Diffusion pipeline folder.")
+    if sd.dtype not in DTYPES:
+        raise ConfigError(f"config.sd.dtype={sd.dtype!r} must be one of {sorted(DTYPES)}.")
     if sd.num_samples < 1 or sd.num_steps < 1:
         raise ConfigError(f"config.sd.num_samples={sd.num_samples} and num_steps={sd.num_steps} must be at least 1.")
-    pipeline = stable_diffusion.read_pipeline(sd.path, sd.controlnet)
+    pipeline = stable_diffusion.read_pipeline(sd.path, sd.controlnet, sd.dtype)
     shape = latent_shape(pipeline, sd.image_size, sd.num_samples)
     control = control_image(pipeline, sd.control_image, shape[1])
     contexts = text_contexts(pipeline, [sd.prompt, sd.negative_prompt])

@@ -90,6 +90,13 @@ def test_sample_and_eval_run_on_the_imported_workdir(workdir, tmp_path):
     assert result["step"] == STEP and np.isfinite(result["eval_loss"])
 
 
+def test_a_workdir_with_checkpoints_is_refused(workdir):
+    config = fixture_config()
+    config.import_from = fixture_path("score_sde_pytorch", CASE + ".pth")
+    with pytest.raises(ValueError, match=r"already holds the checkpoints \[1234\]; import into an empty"):
+        import_checkpoint(config, workdir)
+
+
 def evil_pth(path, marker):
     class Evil:
         def __reduce__(self):

@@ -23,5 +23,6 @@ def get_config():
     sd.num_steps = 50  # DDIM steps on the scheduler's chain
     sd.eta = 0.0  # DDIM: 0 deterministic, 1 ancestral
     sd.num_samples = 1
+    sd.dtype = "float32"  # the U-Net's and ControlNet's activations: 'float32' or 'bfloat16' (a GPU / TPU)
     sd.image_size = 0  # pixels a side; 0 = the U-Net's sample_size times the VAE's factor (512 for SD 1.5)
     return config
