@@ -10,6 +10,8 @@ VP chain (samplers/ddim.py, discrete=True) with the U-Net (+ ControlNet) score a
 
 (diffusers' eps_neg + g (eps - eps_neg); samplers.guidance, the negative prompt as the null label) -> latents z
 -> x = VAE.decode(z / scaling_factor) -> images (x + 1) / 2, written to W/<eval_folder>/sd_<name>.{npz,png}.
+The DDIM steps are diffusers' "leading" ones whatever the scheduler config's timestep_spacing: the sampler's
+grid, not the model, so any of them samples the same chain.
 """
 from __future__ import annotations
 

@@ -122,6 +122,9 @@ def test_schedules_are_the_vp_chains_of_diffusers_betas(tmp_path):
                                                    "beta_end": betas[-1]}, skip=("unet", "vae", "text_encoder"))
         sde = stable_diffusion.read_scheduler(os.path.join(root, "scheduler")).sde
         np.testing.assert_allclose(sde.discrete_betas, betas, rtol=1e-10)
+    root = make_pipeline(tmp_path / "v", {**SCHEDULER, "prediction_type": "v_prediction"},
+                         skip=("unet", "vae", "text_encoder"))
+    assert stable_diffusion.read_scheduler(os.path.join(root, "scheduler")).prediction == "v"
 
 
 def test_missing_component_is_one_line_through_the_command(tmp_path):
