@@ -33,12 +33,21 @@ def _train_classifier(config, workdir, eval_folder):
 
 
 def _sample(config, workdir, eval_folder):
+    if "sd" in config:  # a published Stable Diffusion pipeline (configs/sd/pipeline.py)
+        from modes.sd_sample import sample_pipeline
+        sample_pipeline(config, workdir, eval_folder)
+        return
     from modes.sample import sample
     sample(config, workdir, eval_folder)
 
 
+def _import(config, workdir, eval_folder):
+    from modes.import_checkpoint import import_checkpoint
+    import_checkpoint(config, workdir)
+
+
 MODES = {"train": _train, "eval": _eval, "fid_stats": _fid_stats, "train_classifier": _train_classifier,
-         "sample": _sample}
+         "sample": _sample, "import": _import}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/vp/ddpm_mnist.py.",

@@ -9,6 +9,8 @@ import ml_collections
 def get_base_config():
     config = ml_collections.ConfigDict()
     config.seed = 42
+    # new: a score_sde_pytorch checkpoint (.pth) that --mode import converts into the workdir
+    config.import_from = ""
 
     config.training = training = ml_collections.ConfigDict()
     training.sde = "vpsde"
@@ -45,6 +47,8 @@ def get_base_config():
     sampling.atol = 1e-5  # 'ode': absolute tolerance
     sampling.ode_method = "dopri5"  # 'ode': diffrax solver, 'dopri5' | 'tsit5' | 'bosh3'
     sampling.eta = 0.0  # 'ddim': 0 deterministic, 1 ancestral
+    sampling.discrete = False  # 'ddim': step on the SDE's discrete chain (a discrete-time model; SD's DDIM)
+    sampling.steps_offset = 0  # 'ddim' with discrete: added to every chain step (diffusers' steps_offset)
     sampling.rho = 7.0  # 'heun': EDM time-step exponent
     sampling.s_churn = 0.0  # 'heun': EDM stochastic churn (0: deterministic)
     sampling.s_tmin = 0.0  # 'heun': churn only at EDM noise levels sigma/alpha in [s_tmin, s_tmax]

@@ -22,6 +22,7 @@ and its discrete-time labels (configs/defaults.py: model.norm_groups, model.disc
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import flax.linen as nn
 import jax
@@ -138,10 +139,11 @@ def _to_flax(tensors, target, names, source):
 
 
 def load_checkpoint(path: str, config) -> Imported:
-    """`convert_checkpoint` of the .pth file at `path` (read without torch by models.pth)."""
+    """`convert_checkpoint` of the .pth file at `path` (read without torch by models.pth, which refuses a pickle
+    naming anything but tensors and plain containers before it runs any of it)."""
     try:
         checkpoint = pth.load(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError) as err:
         raise convert.ConversionError(str(err).split("\n")[0]) from None
     return convert_checkpoint(checkpoint, config, source=path)
 

@@ -11,25 +11,84 @@ c^2 is eta^2 times the variance of the forward posterior q(x_t | x_s, x_0), so
 eta = 0 is the deterministic DDIM (a first-order solver of the probability-flow
 ODE) and eta = 1 is ancestral (DDPM-like) sampling. For VP, alpha^2 + sigma^2 = 1
 and this is DDIM's sigma_t(eta) exactly; for VE (alpha = 1) it is its VE form.
+
+With discrete=True the steps run on the SDE's own chain instead (Stable Diffusion's DDIMScheduler): chain
+steps i_k = (n - 1 - k) floor(N / n) + steps_offset, k = 0..n-1 ("leading" spacing), the score taken at
+t = sde.step_time(i_k) (where a discrete-time model is fed step i_k) and (alpha, sigma) the chain's
+(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)); the last step goes to x0_hat (alpha_bar = 1) with `denoise`,
+else to chain step 0 (diffusers' set_alpha_to_one=False). For VP this is
+
+    x_{i_{k+1}} = sqrt(alpha_bar_{i_{k+1}}) x0_hat + sqrt(1 - alpha_bar_{i_{k+1}}) eps_hat    (eta = 0).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplers.common import draw_prior, final_denoise, resolve_steps, uniform_time_grid
 from samplers.registry import register_sampler
+from sde_lib import batch_mul
+
+
+def ddim_update(x, score, coeffs_s, coeffs_t, eta=0.0, z=None):
+    """One DDIM step (module docstring) from (alpha_s, sigma_s) to (alpha_t, sigma_t), scalars or (B,) each;
+    z ~ N(0, I) is needed only for eta > 0."""
+    (alpha_s, sigma_s), (alpha_t, sigma_t) = coeffs_s, coeffs_t
+    x0 = batch_mul(1.0 / alpha_s, x + batch_mul(sigma_s**2, score))
+    forward_var = jnp.maximum(sigma_s**2 - (alpha_s / alpha_t) ** 2 * sigma_t**2, 0.0)
+    c = eta * sigma_t / sigma_s * jnp.sqrt(forward_var)
+    x = batch_mul(alpha_t, x0) - batch_mul(jnp.sqrt(sigma_t**2 - c**2) * sigma_s, score)
+    return x if z is None else x + batch_mul(c, z)
+
+
+def chain_steps(sde, num_steps: int, steps_offset: int = 0) -> np.ndarray:
+    """The chain steps i_k = (n - 1 - k) floor(N / n) + steps_offset, k = 0..n-1, of discrete DDIM."""
+    if not 1 <= num_steps <= sde.N or not 0 <= (num_steps - 1) * (sde.N // num_steps) + steps_offset < sde.N:
+        raise ValueError(f"Discrete DDIM needs 1 <= num_steps <= N = {sde.N} and its steps, with steps_offset "
+                         f"{steps_offset}, inside the chain; got num_steps {num_steps}.")
+    return (np.arange(num_steps)[::-1] * (sde.N // num_steps) + steps_offset).astype(np.int32)
+
+
+def _chain_grid(sde, num_steps: int, steps_offset: int, denoise: bool):
+    """(times t_k = step_time(i_k), coefficients of i_k, coefficients of each step's target), k = 0..n-1."""
+    steps = chain_steps(sde, num_steps, steps_offset)
+    alpha, sigma = sde.discrete_marginal_coeffs(jnp.asarray(steps))
+    last = (jnp.ones(()), jnp.zeros(())) if denoise else sde.discrete_marginal_coeffs(jnp.asarray(0))
+    target = tuple(jnp.append(c[1:], end) for c, end in zip((alpha, sigma), last))
+    return sde.step_time(jnp.asarray(steps, jnp.float32)), (alpha, sigma), target
 
 
 @register_sampler("ddim")
-def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True):
-    """sampler(rng, score_fn) -> (x, nfe): DDIM on the uniform grid T = t_0 > ... > t_n = eps.
+def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True, discrete=False,
+                     steps_offset=0):
+    """sampler(rng, score_fn) -> (x, nfe): DDIM on the uniform grid T = t_0 > ... > t_n = eps, or with
+    `discrete` on the SDE's chain (module docstring; eps unused).
 
-    nfe = num_steps (+1 for the final Tweedie denoise).
+    nfe = num_steps (+1 for the final Tweedie denoise of the continuous grid).
     """
     num_steps, eps = resolve_steps(sde, num_steps, eps)
     if not eta >= 0.0:
         raise ValueError(f"DDIM needs eta >= 0 (0: deterministic, 1: ancestral), got {eta}.")
+    if discrete:
+        if not sde.has_discrete_chain:
+            raise ValueError(f"Discrete DDIM needs an SDE with a discrete chain (VP or VE), not {type(sde).__name__}.")
+        times, coeffs, targets = _chain_grid(sde, num_steps, steps_offset, denoise)
+
+        def chain_sampler(rng, score_fn):
+            x, rng = draw_prior(sde, rng, shape)
+
+            def body(k, carry):
+                rng, x = carry
+                rng, step_rng = jax.random.split(rng)
+                score = score_fn(x, jnp.full((shape[0],), times[k]))
+                z = jax.random.normal(step_rng, shape) if eta > 0 else None
+                return rng, ddim_update(x, score, (coeffs[0][k], coeffs[1][k]), (targets[0][k], targets[1][k]),
+                                        eta, z)
+
+            return jax.lax.fori_loop(0, num_steps, body, (rng, x))[1], num_steps
+
+        return chain_sampler
 
     def sampler(rng, score_fn):
         ts = uniform_time_grid(sde, num_steps, eps)
@@ -40,13 +99,8 @@ def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True
             rng, step_rng = jax.random.split(rng)
             (alpha_s, sigma_s), (alpha_t, sigma_t) = sde.marginal_coeffs(ts[i]), sde.marginal_coeffs(ts[i + 1])
             score = score_fn(x, jnp.full((shape[0],), ts[i]))
-            x0 = (x + sigma_s**2 * score) / alpha_s
-            forward_var = jnp.maximum(sigma_s**2 - (alpha_s / alpha_t) ** 2 * sigma_t**2, 0.0)
-            c = eta * sigma_t / sigma_s * jnp.sqrt(forward_var)
-            x = alpha_t * x0 - jnp.sqrt(sigma_t**2 - c**2) * sigma_s * score
-            if eta > 0:
-                x = x + c * jax.random.normal(step_rng, shape)
-            return rng, x
+            z = jax.random.normal(step_rng, shape) if eta > 0 else None
+            return rng, ddim_update(x, score, (alpha_s, sigma_s), (alpha_t, sigma_t), eta, z)
 
         _, x = jax.lax.fori_loop(0, num_steps, body, (rng, x))
         x, extra = final_denoise(sde, score_fn, x, eps, denoise)

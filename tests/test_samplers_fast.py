@@ -95,6 +95,16 @@ def test_deterministic_solvers_converge_at_their_order(name, steps, low, high):
     assert low < ratio < high, f"{name}: error ratio {ratio:.2f} for doubled steps, expected in ({low}, {high})"
 
 
+def test_discrete_ddim_on_the_chain_reproduces_mixture():
+    """DDIM on the VP chain itself (Stable Diffusion's DDIM: steps (n-1-k) N/n + 1, the chain's alpha_bar), with
+    the chain's exact score, as a discrete-time model is used."""
+    sde = SDES["vp"]
+    sampler = samplers.get_sampler("ddim", sde, (N_SAMPLES, 2), num_steps=500, discrete=True, steps_offset=1)
+    x, used = jax.jit(lambda rng: sampler(rng, GM.score_fn(sde, continuous=False)))(jax.random.PRNGKey(0))
+    assert int(used) == 500
+    assert_reproduces(GM, x, 1.5, "discrete ddim vp")
+
+
 def test_ddim_eta_injects_noise():
     """Both eta = 0 and eta = 1 reproduce the target, so check that eta is used: same x_T, other paths."""
     a, _ = _run("ddim", "vp", n=256, num_steps=5)

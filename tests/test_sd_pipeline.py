@@ -1,0 +1,136 @@
+"""A Stable Diffusion / ControlNet pipeline folder assembled from the component fixtures (../shared/fixtures/
+stable_diffusion) with a tiny tokenizer and a scheduler config: its first DDIM step equals the one computed
+from diffusers' U-Net output, it samples end to end through --mode sample's pipeline path, and bad folders are
+one line."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import models
+from configs.sd import pipeline as pipeline_config
+from models import stable_diffusion
+from models.convert import ConversionError
+from modes.sd_sample import sample_pipeline
+from samplers.ddim import chain_steps, ddim_update
+from tests.reference_fixtures import fixture_path, load_io, nchw_to_nhwc, relative_error
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEDULER = {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+             "beta_end": 0.012, "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1,
+             "set_alpha_to_one": False, "clip_sample": False}
+
+
+def write_tokenizer(folder):
+    """A CLIP BPE vocabulary of the 26 letters (word-internal and word-final), two merges, bos 998, eos 999: ids
+    below the fixture text encoder's vocab_size 1000."""
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {s: i for i, s in enumerate(letters + [c + "</w>" for c in letters] + ["re", "red</w>"])}
+    vocab.update({"<|startoftext|>": 998, "<|endoftext|>": 999})
+    os.makedirs(folder)
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(folder, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\nr e\nre d</w>\n")
+
+
+def make_pipeline(root, scheduler=SCHEDULER, skip=()):
+    """A diffusers-layout pipeline folder: the fixtures' unet, vae, text_encoder linked in."""
+    os.makedirs(root)
+    for part in ("unet", "vae", "text_encoder"):
+        if part not in skip:
+            os.symlink(fixture_path("stable_diffusion", part), os.path.join(root, part))
+    write_tokenizer(os.path.join(root, "tokenizer"))
+    os.makedirs(os.path.join(root, "scheduler"))
+    with open(os.path.join(root, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(scheduler, f)
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "scheduler": ["diffusers", scheduler["_class_name"]]}
+    with open(os.path.join(root, "model_index.json"), "w") as f:
+        json.dump(index, f)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_pipeline(tmp_path_factory.mktemp("sd") / "pipeline")
+
+
+def test_first_ddim_step_is_the_one_from_diffusers_unet_output(folder):
+    pipe = stable_diffusion.read_pipeline(folder)
+    sde = pipe.scheduler.sde
+    io = load_io("stable_diffusion", "unet", "io.npz")
+    x, steps, eps = nchw_to_nhwc(io["sample"]), io["timesteps"], nchw_to_nhwc(io["out"])
+    assert chain_steps(sde, 50, pipe.scheduler.steps_offset)[:2].tolist() == [981, 961] == [steps[0], 961]
+
+    score = jax.jit(models.get_score_fn(sde, pipe.model, pipe.variables, continuous=False,
+                                        context=jnp.asarray(io["encoder_hidden_states"])))(
+        jnp.asarray(x), sde.step_time(jnp.asarray(steps, jnp.float32)))
+    alpha, sigma = sde.discrete_marginal_coeffs(jnp.asarray(steps))
+    # example 0 steps 981 -> 961 (SD's first of 50 steps); example 1 from 17 to the end (alpha_bar_0: set_alpha_to_one
+    # False)
+    ours = ddim_update(jnp.asarray(x), score, (alpha, sigma), sde.discrete_marginal_coeffs(jnp.asarray([961, 0])))
+
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2  # diffusers' scaled_linear
+    alpha_bar = np.cumprod(1.0 - betas)
+    a, a_prev = alpha_bar[steps][:, None, None, None], alpha_bar[[961, 0]][:, None, None, None]
+    x0 = (x - np.sqrt(1.0 - a) * eps) / np.sqrt(a)
+    reference = np.sqrt(a_prev) * x0 + np.sqrt(1.0 - a_prev) * eps
+    errors = {"eps": relative_error(-sigma[:, None, None, None] * score, eps), "step": relative_error(ours, reference),
+              "alpha_bar": float(np.max(np.abs(np.asarray(alpha) ** 2 - alpha_bar[steps]) / alpha_bar[steps]))}
+    print({k: f"{v:.2e}" for k, v in errors.items()})
+    assert max(errors.values()) < 1e-4, errors
+
+
+def test_controlnet_pipeline_samples_end_to_end(folder, tmp_path):
+    edges = np.zeros((16, 16, 3), np.uint8)
+    edges[4:12, 8] = 255
+    Image.fromarray(edges).save(tmp_path / "edges.png")
+    config = pipeline_config.get_config()
+    sd = config.sd
+    sd.path, sd.controlnet, sd.control_image = folder, fixture_path("stable_diffusion", "controlnet"), \
+        str(tmp_path / "edges.png")
+    sd.prompt, sd.negative_prompt, sd.num_steps, sd.num_samples, sd.conditioning_scale = "a red cat", "", 2, 2, 0.7
+    path = sample_pipeline(config, str(tmp_path), "samples")
+    images = np.load(path)["image"]
+    assert images.shape == (2, 16, 16, 3) and os.path.isfile(path.replace(".npz", ".png"))
+    assert np.any(images[0] != images[1])  # two draws from the prior
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"_class_name": "FlowMatchEulerDiscreteScheduler"}, "is not a discrete VP scheduler"),
+    ({"beta_schedule": "sigmoid"}, "beta_schedule 'sigmoid' is not supported"),
+    ({"prediction_type": "flow"}, "prediction_type 'flow' is not supported")])
+def test_unsupported_schedulers_are_one_line(tmp_path, change, message):
+    root = make_pipeline(tmp_path / "p", {**SCHEDULER, **change}, skip=("unet", "vae", "text_encoder"))
+    with pytest.raises(ConversionError, match=message) as err:
+        stable_diffusion.read_scheduler(os.path.join(root, "scheduler"))
+    assert "\n" not in str(err.value)
+
+
+def test_schedules_are_the_vp_chains_of_diffusers_betas(tmp_path):
+    for schedule, betas in [("linear", np.linspace(1e-4, 0.02, 1000)),
+                            ("scaled_linear", np.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2)]:
+        root = make_pipeline(tmp_path / schedule, {**SCHEDULER, "beta_schedule": schedule, "beta_start": betas[0],
+                                                   "beta_end": betas[-1]}, skip=("unet", "vae", "text_encoder"))
+        sde = stable_diffusion.read_scheduler(os.path.join(root, "scheduler")).sde
+        np.testing.assert_allclose(sde.discrete_betas, betas, rtol=1e-10)
+    root = make_pipeline(tmp_path / "v", {**SCHEDULER, "prediction_type": "v_prediction"},
+                         skip=("unet", "vae", "text_encoder"))
+    assert stable_diffusion.read_scheduler(os.path.join(root, "scheduler")).prediction == "v"
+
+
+def test_missing_component_is_one_line_through_the_command(tmp_path):
+    root = make_pipeline(tmp_path / "p", skip=("vae",))
+    result = subprocess.run([sys.executable, "main.py", "--config", "configs/sd/pipeline.py", "--mode", "sample",
+                             "--workdir", str(tmp_path / "w"), f"--config.sd.path={root}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "has no vae/" in lines[0], result.stderr
