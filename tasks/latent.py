@@ -152,3 +152,27 @@ def score_config(config, latents: Latents):
     with net.unlocked():
         net.data.image_size, net.data.num_channels, net.data.centered = h, c, True
     return net
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSpace:
+    """Where a score model lives: net_config (config, or score_config's for latents); for latents, the frozen
+    parameters and their record (the loop's frozen / frozen_record), encode(images, frozen) -> x_0 and
+    decode(x) -> images in [0, 1]; all None (record {}) in pixel space."""
+
+    net_config: object
+    latents: Latents | None = None
+    frozen: dict | None = None
+    record: dict = dataclasses.field(default_factory=dict)
+    encode: object = None
+    decode: object = None
+
+
+def score_space(config) -> ScoreSpace:
+    """The ScoreSpace of config: pixels, or the latents of config.latent.autoencoder_dir (checked by open_for)."""
+    if not config.latent.autoencoder_dir:
+        return ScoreSpace(config)
+    latents = open_for(config)
+    return ScoreSpace(score_config(config, latents), latents, {"autoencoder": latents.params}, latents.record(),
+                      encode=lambda images, frozen: latents.encode(frozen["autoencoder"], images),
+                      decode=lambda x: latents.decode(latents.params, x))

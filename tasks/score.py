@@ -138,12 +138,12 @@ def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> s
 class ScoreTask:
     """A score network under config.training.sde, trained on config.data (see the module docstring)."""
 
-    frozen, frozen_record, augment = None, {}, True
+    augment = True
 
     def __init__(self, config, workdir: str):
         mesh = parallel.make_mesh()
-        latents = latent.open_for(config) if config.latent.autoencoder_dir else None
-        self.net_config = config if latents is None else latent.score_config(config, latents)
+        space = latent.score_space(config)
+        self.net_config, self.frozen, self.frozen_record = space.net_config, space.frozen, space.record
         validate_train_config(self.net_config)
         parallel.check_divisible("training.snapshot_num_samples", config.training.snapshot_num_samples, mesh.size)
         self.config, self.workdir = config, workdir
@@ -153,19 +153,17 @@ class ScoreTask:
         self.optimizer = get_optimizer(config.optim)
         self.learning_rate = learning_rate_schedule(config.optim)
         self.train_data, self.eval_data = datasets.get_dataset(config)
-        scaler, encode, decode = datasets.get_data_scaler(config), None, None
-        if latents is not None:
-            self.frozen, self.frozen_record = {"autoencoder": latents.params}, latents.record()
-            encode = lambda images, frozen: latents.encode(frozen["autoencoder"], images)  # noqa: E731
-            decode = functools.partial(latents.decode, latents.params)
-            logging.info("Latent score model on %s latents of %s (scale %.4g).", latents.shape, latents.folder,
-                         latents.scale)
+        if space.latents is not None:
+            logging.info("Latent score model on %s latents of %s (scale %.4g).", space.latents.shape,
+                         space.latents.folder, space.latents.scale)
+        scaler = datasets.get_data_scaler(config)
         self.train_step = step_fn_from_config(config, self.sde, self.model, train=True, optimizer=self.optimizer,
-                                              scaler=scaler, encode=encode)
-        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler, encode=encode)
+                                              scaler=scaler, encode=space.encode)
+        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
+                                             encode=space.encode)
         t = config.training
         self._sample_fn = make_sample_fn(self.net_config, self.sde, self.model, t.snapshot_num_samples, mesh,
-                                         decode=decode) if t.snapshot_sampling else None
+                                         decode=space.decode) if t.snapshot_sampling else None
         self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
 
     def init_state(self) -> TrainState:
