@@ -122,3 +122,19 @@ def test_missing_or_mismatched_lpips_files_are_refused_before_anything_is_writte
             tasks.get_task(config, str(workdir))
         assert named in str(error.value) and "\n" not in str(error.value)
     assert os.listdir(workdir) == []
+
+
+def test_the_classifier_perceptual_term_is_the_frozen_domain_classifiers_feature_distance(tmp_path):
+    from evaluation.classifier import save_classifier
+    from models.classifier import Classifier
+
+    model = Classifier(num_classes=10, nf=4)
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    save_classifier(str(tmp_path / "classifier"), model, params, dataset="digits", image_size=8, num_channels=1)
+    task = tasks.get_task(tiny_config(**{"autoencoder.perceptual": "classifier"}), str(tmp_path))
+    assert task.frozen_record["perceptual"] == "classifier" and leaves_equal(task.frozen, params)
+    x, x_hat = jax.random.uniform(jax.random.PRNGKey(1), (2, 2, 8, 8, 1), minval=-1, maxval=1)
+    phi = lambda v: model.apply({"params": params}, (v + 1) / 2)["features"]  # noqa: E731
+    np.testing.assert_allclose(task.distance(task.frozen, x, x_hat), jnp.sum((phi(x) - phi(x_hat)) ** 2, -1),
+                               rtol=1e-5)
+    assert float(task.reconstruction_loss(task.frozen, x, x)) == 0.0
