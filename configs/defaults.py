@@ -30,7 +30,7 @@ def get_base_config():
     training.keep_checkpoints = 0  # new: keep the newest N periodic checkpoints; 0 keeps all
     training.keep_checkpoint_every = 0  # new: with keep_checkpoints, also keep those at multiples of this step
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
-    training.task = "score"  # new: what --mode train trains (tasks/): 'score' | 'classifier'
+    training.task = "score"  # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder'
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -99,6 +99,39 @@ def get_base_config():
     classifier.snapshot_freq_for_preemption = 200  # steps between pre-emption checkpoints (exact resume)
     # new: train p(y | x_t, t) on noised images for classifier guidance (config.sampling.guidance='classifier')
     classifier.noise_conditional = False
+
+    # new: latent diffusion's first stage (tasks/autoencoder.py; config.training.task='autoencoder', trained on
+    # config.data with config.training's schedule), defaults after LDM's / Stable Diffusion's
+    config.autoencoder = autoencoder = ml_collections.ConfigDict()
+    autoencoder.kind = "kl"  # 'kl' (AutoencoderKL) | 'vq' (VQModel)
+    autoencoder.latent_channels = 4
+    autoencoder.block_out_channels = (32, 64, 64)  # L levels: latents are image_size / 2^(L-1) on a side
+    autoencoder.layers_per_block = 1
+    autoencoder.norm_num_groups = 16  # must divide every entry of block_out_channels
+    autoencoder.mid_block_attention = True
+    autoencoder.num_vq_embeddings = 256  # 'vq': codebook size K
+    autoencoder.vq_beta = 0.25  # 'vq': commitment weight
+    autoencoder.kl_weight = 1e-6  # 'kl': weight of KL(q(z|x) || N(0, I))
+    autoencoder.vq_weight = 1.0  # 'vq': weight of L_VQ (LDM's codebook_weight)
+    autoencoder.perceptual = "none"  # 'none' | 'lpips' (the two files below) | 'classifier' (eval.classifier_dir)
+    autoencoder.perceptual_weight = 1.0
+    autoencoder.lpips_vgg_path = ""  # torchvision's vgg16 state dict (.pth)
+    autoencoder.lpips_heads_path = ""  # the lpips package's weights/v0.1/vgg.pth
+    autoencoder.disc_start = 50001  # step from which the GAN terms count
+    autoencoder.disc_weight = 0.5  # scales the adaptive weight lambda
+    autoencoder.disc_factor = 1.0  # the GAN terms' factor from disc_start on
+    autoencoder.disc_ndf = 64  # PatchGAN channels of the first conv
+    autoencoder.disc_layers = 3  # PatchGAN stride-2 layers (side / 2^disc_layers must be >= 3)
+    autoencoder.disc_norm = "batch"  # 'batch' | 'none'
+    autoencoder.lr = 4.5e-6  # Adam for both players (LDM: 4.5e-6 x batch size)
+    autoencoder.beta1 = 0.5
+    autoencoder.beta2 = 0.9
+    autoencoder.scale_factor = 0.0  # latent scale s; 0: 1 / std of the latents, measured after training
+    autoencoder.scale_examples = 2048  # training images the latent std is measured on
+
+    # new: a score model in an autoencoder's latent space (tasks/latent.py)
+    config.latent = latent = ml_collections.ConfigDict()
+    latent.autoencoder_dir = ""  # the autoencoder run's workdir; empty: the score model works on pixels
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""

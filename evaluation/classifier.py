@@ -96,3 +96,14 @@ def load_classifier(folder: str) -> tuple[Classifier, dict, dict]:
     model = Classifier(num_classes=meta["num_classes"], nf=meta["nf"], time_conditional=meta["time_conditional"])
     params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in arrays.items()})
     return model, params, meta
+
+
+def load_domain_classifier(config, folder: str) -> tuple[Classifier, dict, dict]:
+    """load_classifier(folder), refused in one line unless it was trained on config.data."""
+    model, params, meta = load_classifier(folder)
+    d = config.data
+    trained_on = (meta.get("dataset"), meta.get("image_size"), meta.get("num_channels"))
+    if trained_on != (d.dataset, d.image_size, d.num_channels):
+        raise ConfigError(f"The domain classifier in {folder} was trained on {trained_on}, not on config.data's "
+                          f"{(d.dataset, d.image_size, d.num_channels)}; train one with --mode train_classifier.")
+    return model, params, meta

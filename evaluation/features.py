@@ -57,12 +57,7 @@ def _inception_net(path: str) -> FeatureNet:
 def classifier_net(config, workdir: str) -> FeatureNet:
     """The domain classifier of classifier_dir(config, workdir), checked to be trained on config.data."""
     folder = classifier.classifier_dir(config, workdir)
-    model, params, meta = classifier.load_classifier(folder)
-    d = config.data
-    trained_on = (meta.get("dataset"), meta.get("image_size"), meta.get("num_channels"))
-    if trained_on != (d.dataset, d.image_size, d.num_channels):
-        raise ConfigError(f"The domain classifier in {folder} was trained on {trained_on}, not on config.data's "
-                          f"{(d.dataset, d.image_size, d.num_channels)}; train one with --mode train_classifier.")
+    model, params, meta = classifier.load_domain_classifier(config, folder)
     apply = jax.jit(lambda images: model.apply({"params": params}, images))
     path = os.path.join(folder, classifier.WEIGHTS_FILE)
     return FeatureNet("classifier", f"domain classifier penultimate layer ({path})", file_digest(path), apply,

@@ -52,14 +52,20 @@ def adaptive_weight(rec_grad, gen_grad, disc_weight: float = 1.0, max_weight: fl
     return jax.lax.stop_gradient(disc_weight * jnp.clip(ratio, 0.0, max_weight))
 
 
+def leaf_vjp(fn, params, path: tuple = DECODER_LAST_LAYER):
+    """(out, vjp, aux) for fn(params) -> (out, aux): vjp(c) = d <out, c> / d params[path], the other parameters
+    held fixed. One forward pass serves the loss and every gradient w.r.t. that leaf (the adaptive weight needs
+    two); out and aux stay differentiable in all of params for an enclosing jax.grad."""
+    flat = traverse_util.flatten_dict(params)
+    out, vjp, aux = jax.vjp(lambda leaf: fn(traverse_util.unflatten_dict({**flat, path: leaf})), flat[path],
+                            has_aux=True)
+    return out, lambda cotangent: vjp(cotangent)[0], aux
+
+
 def grad_wrt_leaf(loss_fn, params, path: tuple = DECODER_LAST_LAYER):
     """d loss_fn(params) / d params[path], the other parameters held fixed: what adaptive_weight takes."""
-    flat = traverse_util.flatten_dict(params)
-
-    def of_leaf(leaf):
-        return loss_fn(traverse_util.unflatten_dict({**flat, path: leaf}))
-
-    return jax.grad(of_leaf)(flat[path])
+    loss, vjp, _ = leaf_vjp(lambda p: (loss_fn(p), None), params, path)
+    return vjp(jnp.ones_like(loss))
 
 
 def adopt_weight(weight, step, disc_start: int):

@@ -39,6 +39,7 @@ from evaluation import features as features_lib
 from evaluation import metrics
 from evaluation.resumable import run_rounds
 from samplers.likelihood import get_likelihood_fn
+from tasks import latent
 from tasks.score import make_sample_fn, restore_train_state, step_fn_from_config
 from training import parallel
 from training.checkpoint import Checkpointer, periodic_steps
@@ -97,17 +98,20 @@ def _real_test(config, net, train_stats, test_stats) -> dict:
     return out
 
 
-def _eval_loss(config, sde, model, state, mesh) -> float:
-    """Mean DSM loss of the EMA parameters over the full batches of the test split (score_sde's eval loss)."""
+def _eval_loss(config, sde, model, state, mesh, space: latent.ScoreSpace) -> float:
+    """Mean DSM loss of the EMA parameters over the full batches of the test split (score_sde's eval loss); of
+    the encoded test images for a latent model."""
     b = config.eval.batch_size
     test_data = datasets.load_split(config, "test")
     if len(test_data) < b:
         raise ConfigError(f"config.eval.batch_size={b} exceeds the {len(test_data)} test images; lower it.")
-    loss_fn = jax.jit(step_fn_from_config(config, sde, model, train=False, scaler=datasets.get_data_scaler(config)))
+    loss_fn = jax.jit(step_fn_from_config(config, sde, model, train=False, scaler=datasets.get_data_scaler(config),
+                                          encode=space.encode))
+    frozen = None if space.frozen is None else parallel.replicate(space.frozen, mesh)
     batch_losses = []
     for batch, _ in zip(test_data.ordered_batches(b), range(len(test_data) // b)):
         batch_losses.append(float(loss_fn(state, parallel.shard_batch({"image": batch["image"],
-                                                                       "label": batch["label"]}, mesh))))
+                                                                       "label": batch["label"]}, mesh), frozen)))
         state = state.replace(rng=jax.random.split(state.rng, 3)[0])  # as the train loop's eval step advances it
     return float(np.mean(batch_losses))
 
@@ -182,10 +186,15 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     _validate(config, mesh.size)
     # Everything that can reject the config, the checkpoints or the weight files runs before anything is written.
     ckpts = checkpoint_steps(config, workdir)
+    space = latent.score_space(config)
+    if space.latents is not None and e.enable_bpd:
+        raise ConfigError("config.eval.enable_bpd: latent bits/dim (of the encoded test images) is not implemented "
+                          "for a latent model (config.latent.autoencoder_dir); set enable_bpd=False.")
     sde = sde_lib.from_config(config)
-    model = models.get_model(config)
+    model = models.get_model(space.net_config)
     net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
-    sample_fn = make_sample_fn(config, sde, model, e.batch_size, mesh) if e.enable_sampling else None
+    sample_fn = make_sample_fn(space.net_config, sde, model, e.batch_size, mesh,
+                               decode=space.decode) if e.enable_sampling else None
     bpd_fn = make_bpd_fn(config, sde, model) if e.enable_bpd else None
 
     out_dir = os.path.join(workdir, eval_folder)
@@ -199,11 +208,11 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     with Checkpointer(workdir) as checkpointer:
         for k, step in ckpts:
             parallel.barrier("eval_checkpoint")  # hosts meet before the collectives of the restore and sampling
-            state = restore_train_state(checkpointer, step, config, model, mesh)
+            state = restore_train_state(checkpointer, step, space.net_config, model, mesh)
             results = {"checkpoint": k, "step": step, "config": {"sampling": config.sampling.to_dict(),
                                                                  "eval": config.eval.to_dict()}}
             if e.enable_loss:
-                results["eval_loss"] = _eval_loss(config, sde, model, state, mesh)
+                results["eval_loss"] = _eval_loss(config, sde, model, state, mesh, space)
             if e.enable_sampling:
                 samples = _sample_rounds(config, model, sample_fn, state, net, k, os.path.join(out_dir, f"ckpt_{k}"))
                 if is_chief:

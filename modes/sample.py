@@ -43,6 +43,7 @@ from data_sources.preprocess import ImageFormat
 from evaluation import classifier, features
 from samplers import guidance as guidance_lib
 from samplers import inverse
+from tasks import latent
 from tasks.score import make_sample_fn, restore_train_state
 from training import parallel
 from training.checkpoint import Checkpointer, periodic_steps
@@ -163,6 +164,10 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     """Run `--mode sample`; returns the path of the .npz written."""
     _validate(config)
     s, d = config.sampling, config.data
+    space = latent.score_space(config)  # refuses a missing or mismatched autoencoder before anything is written
+    if space.latents is not None and (s.task != "generate" or s.guidance == "classifier"):
+        raise ConfigError(f"config.sampling.task={s.task!r} with guidance {s.guidance!r}: a latent model "
+                          f"(config.latent.autoencoder_dir) samples only task 'generate' without classifier guidance.")
     sde = sde_lib.from_config(config)
     num_classes = label_classes = config.model.num_classes
     log_prob_fn = None
@@ -186,17 +191,18 @@ def sample(config, workdir: str, eval_folder: str) -> str:
                    (lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels)))
 
     mesh = parallel.make_mesh()
-    model = models.get_model(config)
+    model = models.get_model(space.net_config)
     total = len(row_classes) * s.num_samples
     chunk = math.ceil(min(total, config.eval.batch_size) / mesh.size) * mesh.size
     guide = None if s.guidance == "none" else functools.partial(
         guidance_lib.guided_score_fn, num_classes=num_classes, guidance=s.guidance, weight=s.guidance_weight,
         log_prob_fn=log_prob_fn)
-    sample_fn = make_sample_fn(config, sde, model, chunk, mesh, guide=guide, observe=observe)
+    sample_fn = make_sample_fn(space.net_config, sde, model, chunk, mesh, guide=guide, observe=observe,
+                               decode=space.decode)
 
     step = newest_checkpoint(config, workdir)
     with Checkpointer(workdir) as checkpointer:
-        variables = restore_train_state(checkpointer, step, config, model, mesh).ema_variables
+        variables = restore_train_state(checkpointer, step, space.net_config, model, mesh).ema_variables
 
     labels = np.repeat([label_classes if y is None else y for y in row_classes], s.num_samples)
     known = None if inputs is None else np.repeat(inputs / np.float32(255), s.num_samples, axis=0)

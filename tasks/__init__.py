@@ -5,10 +5,11 @@ here plus its line below and its config; config.training.task names it.
 """
 from __future__ import annotations
 
+from tasks.autoencoder import AutoencoderTask
 from tasks.classifier import ClassifierTask
 from tasks.score import ScoreTask
 
-TASKS = {"score": ScoreTask, "classifier": ClassifierTask}
+TASKS = {"score": ScoreTask, "classifier": ClassifierTask, "autoencoder": AutoencoderTask}
 
 
 def get_task(config, workdir: str):

@@ -5,6 +5,10 @@ batch's class labels, a fraction label_dropout of them replaced by the null labe
 model), then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
 against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
 config.sampling from the EMA parameters, under workdir/samples/.
+
+In latent space (config.latent.autoencoder_dir names an autoencoder run, tasks/latent.py): x_0 = s E(2x - 1) is
+encoded on the fly by the frozen encoder (the loop's `frozen`, recorded with the run's path, step and digest),
+the network works on (h, w, c) latents (tasks.latent.score_config), and snapshot samples are decoded to pixels.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import losses
 import models
 import samplers
 import sde_lib
+from tasks import latent
 from training import parallel
 from training.checkpoint import abstract_like
 from training.loop import Schedule
@@ -33,10 +38,11 @@ from training.writers import save_image_grid
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
-                num_classes: int = 0, label_dropout: float = 0.0):
+                num_classes: int = 0, label_dropout: float = 0.0, encode=None):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)}:
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
-    train=False -> the loss of the EMA parameters."""
+    train=False -> the loss of the EMA parameters. x_0 = scaler(image), or encode(image, frozen) when given
+    (a latent model's frozen encoder)."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
     losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
@@ -50,7 +56,7 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
 
     def step_fn(state: TrainState, batch, frozen=None):
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
-        x0 = scaler(batch["image"])
+        x0 = scaler(batch["image"]) if encode is None else encode(batch["image"], frozen)
         labels = batch["label"] if num_classes > 0 else None
         if not train:
             return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels)
@@ -62,12 +68,12 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
     return step_fn
 
 
-def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x):
+def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x, encode=None):
     """get_step_fn with its options read from config.training / config.model."""
     t = config.training
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
-                       num_classes=config.model.num_classes, label_dropout=t.label_dropout)
+                       num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode)
 
 
 def init_state(config, model, optimizer, seed_rng=None) -> TrainState:
@@ -82,9 +88,10 @@ def restore_train_state(checkpointer, step: int, config, model, mesh) -> TrainSt
                                                     mesh))
 
 
-def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None):
+def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None):
     """jit(rng, variables, labels=None, known=None) -> samples in [0, 1], (num_samples, H, W, C), with the sampler
-    of config.sampling.
+    of config.sampling; decode(x) -> images in [0, 1] maps a latent model's samples to pixels (by default x is
+    mapped back by the data inverse scaler and clipped).
 
     The output is sharded over the mesh's batch axis, and XLA partitions the whole
     sampling loop accordingly: each device integrates num_samples / devices samples.
@@ -112,7 +119,7 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
 
         score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
         x, _ = get_sampler(known)(rng, score_fn)
-        return jnp.clip(inverse_scaler(x), 0.0, 1.0)
+        return jnp.clip(inverse_scaler(x), 0.0, 1.0) if decode is None else decode(x)
 
     return sample
 
@@ -131,30 +138,36 @@ def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> s
 class ScoreTask:
     """A score network under config.training.sde, trained on config.data (see the module docstring)."""
 
-    frozen, frozen_record, augment = None, {}, True
+    augment = True
 
     def __init__(self, config, workdir: str):
         mesh = parallel.make_mesh()
-        validate_train_config(config)
+        space = latent.score_space(config)
+        self.net_config, self.frozen, self.frozen_record = space.net_config, space.frozen, space.record
+        validate_train_config(self.net_config)
         parallel.check_divisible("training.snapshot_num_samples", config.training.snapshot_num_samples, mesh.size)
         self.config, self.workdir = config, workdir
         self.schedule = Schedule.from_config(config)
         self.sde = sde_lib.from_config(config)
-        self.model = models.get_model(config)
+        self.model = models.get_model(self.net_config)
         self.optimizer = get_optimizer(config.optim)
         self.learning_rate = learning_rate_schedule(config.optim)
         self.train_data, self.eval_data = datasets.get_dataset(config)
+        if space.latents is not None:
+            logging.info("Latent score model on %s latents of %s (scale %.4g).", space.latents.shape,
+                         space.latents.folder, space.latents.scale)
         scaler = datasets.get_data_scaler(config)
         self.train_step = step_fn_from_config(config, self.sde, self.model, train=True, optimizer=self.optimizer,
-                                              scaler=scaler)
-        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler)
+                                              scaler=scaler, encode=space.encode)
+        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
+                                             encode=space.encode)
         t = config.training
-        self._sample_fn = make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh) \
-            if t.snapshot_sampling else None
+        self._sample_fn = make_sample_fn(self.net_config, self.sde, self.model, t.snapshot_num_samples, mesh,
+                                         decode=space.decode) if t.snapshot_sampling else None
         self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
 
     def init_state(self) -> TrainState:
-        return init_state(self.config, self.model, self.optimizer)
+        return init_state(self.net_config, self.model, self.optimizer)
 
     def snapshot(self, state: TrainState, step: int) -> None:
         if self._sample_fn is None:

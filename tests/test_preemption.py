@@ -36,14 +36,14 @@ def config():
     return c
 
 
-def launch(workdir, log, overrides=OVERRIDES, mode="train"):
-    """`python main.py --mode <mode> ...` for the run under test (stderr to the file `log`), sharing the test
-    session's compilation cache."""
+def launch(workdir, log, overrides=OVERRIDES, mode="train", config_file="configs/vp/ddpm_digits.py"):
+    """`python main.py --config <config_file> --mode <mode> ...` for the run under test (stderr to the file
+    `log`), sharing the test session's compilation cache."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
     args = [f"--config.{k}={v}" for k, v in overrides.items()]
     with open(log, "w") as stderr:
-        return subprocess.Popen([sys.executable, "main.py", "--config", "configs/vp/ddpm_digits.py", "--mode", mode,
+        return subprocess.Popen([sys.executable, "main.py", "--config", config_file, "--mode", mode,
                                  "--workdir", str(workdir), *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                 stderr=stderr)
 
