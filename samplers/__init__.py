@@ -5,6 +5,7 @@ Samplers: 'pc' (pc.py), 'ode' (ode.py), 'ddim' (ddim.py), 'dpm_solver' (dpm_solv
 samplers.guidance (classifier-free and classifier guidance, as score_fn compositions, for every sampler)
 and samplers.inverse (inpainting, colorization and other linear observations, as the 'pc' option `constraint`).
 """
+from configs import ConfigError
 from samplers import ddim, dpm_solver, heun, ode, pc  # noqa: F401  (each registers its sampler)
 from samplers.registry import get_sampler, register_sampler, sampler_options
 
@@ -25,8 +26,8 @@ def from_config(config, sde, shape, constraint=None):
     options = {option: s[_FIELD_OF_OPTION.get(option, option)] for option in names if option != "constraint"}
     if constraint is not None:
         if s.method != "pc":
-            raise ValueError(f"Inpainting and colorization run on the PC sampler; set config.sampling.method='pc' "
-                             f"(got {s.method!r}).")
+            raise ConfigError(f"Inpainting and colorization run on the PC sampler (each inverse task runs on the PC "
+                              f"sampler's steps); set config.sampling.method='pc' (got {s.method!r}).")
         options["constraint"] = constraint
     return get_sampler(s.method, sde, shape, **options)
 

@@ -27,6 +27,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from configs import ConfigError
 from sde_lib import batch_mul
 
 GUIDANCE = ("none", "cfg", "classifier")
@@ -77,11 +78,11 @@ def classifier_guidance(score_fn: Callable, log_prob_fn: Callable, labels, scale
 
 
 def check_guidance(guidance: str, num_classes: int) -> None:
-    """ValueError unless `guidance` is known and, for 'cfg', the model is class-conditional."""
+    """ConfigError unless `guidance` is known and, for 'cfg', the model is class-conditional."""
     if guidance not in GUIDANCE:
-        raise ValueError(f"Unknown guidance {guidance!r} (config.sampling.guidance); choose one of {list(GUIDANCE)}.")
+        raise ConfigError(f"Unknown guidance {guidance!r} (config.sampling.guidance); choose one of {list(GUIDANCE)}.")
     if guidance == "cfg" and num_classes <= 0:
-        raise ValueError("Classifier-free guidance (config.sampling.guidance='cfg') needs a class-conditional model "
+        raise ConfigError("Classifier-free guidance (config.sampling.guidance='cfg') needs a class-conditional model "
                          "(config.model.num_classes > 0) trained with label dropout (config.training.label_dropout > 0).")
 
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import ConfigError
 from sde_lib import batch_mul
 
 
@@ -98,7 +99,8 @@ def gray_basis(num_channels: int) -> np.ndarray:
 def colorization(gray, num_channels: int = 3) -> LinearObservation:
     """Known gray level: gray (B, H, W) or (B, H, W, 1) in the model's data space, the channel mean of the answer."""
     if num_channels < 2:
-        raise ValueError("Colorization needs images with more than one channel (config.data.num_channels > 1).")
+        raise ConfigError("Colorization needs colour data: images with more than one channel "
+                          "(config.data.num_channels > 1).")
     gray = jnp.asarray(gray, jnp.float32)
     gray = gray if gray.ndim == 4 else gray[..., None]
     if gray.shape[-1] != 1:

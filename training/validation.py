@@ -4,8 +4,7 @@ from __future__ import annotations
 import numbers
 
 
-class ConfigError(ValueError):
-    """A config field has a value this run cannot use."""
+from configs import ConfigError
 
 
 def _kind(default) -> tuple[str, tuple[type, ...]] | None:
