@@ -62,6 +62,7 @@ def get_base_config():
     sampling.input_indices = ""  # ... or comma-separated indices into the test split, e.g. '0,1,2'
     sampling.mask = "half"  # inpaint: 'half' (right half unknown) | 'center' | 'bottom' | an image file, white = known
     sampling.checkpoint = 0  # step of the periodic checkpoint to sample; 0 = the newest
+    sampling.condition = ""  # new: a ControlNet's condition image file (e.g. an edge map), or use input_indices
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 1

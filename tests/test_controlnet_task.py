@@ -13,39 +13,56 @@ import models
 import sde_lib
 from configs.controlnet import canny_digits
 from tasks import controlnet as task_lib
-from tasks.score import ScoreTask
 from training import loop
+from training.checkpoint import Checkpointer
+from training.state import create_train_state, get_optimizer
 from training.validation import ConfigError
 
 
 def tiny(config):
     """A seconds-long version of a digits ControlNet config (and of its base)."""
     t, m = config.training, config.model
-    t.batch_size, t.log_freq, t.eval_freq = 8, 2, 2
+    t.batch_size, t.log_freq, t.eval_freq = 8, 2, 0
     t.snapshot_freq = t.snapshot_freq_for_preemption = 2
     t.snapshot_num_samples = 4
     config.eval.batch_size = 8
+    m.ch_mult = (1,)
     m.nf, m.norm_num_groups, m.num_scales = 8, 4, 40  # betas up to beta_max / num_scales < 1
     config.optim.warmup = 0
     return config
 
 
-def config_for(base_dir, n_iters=2, **model):
+def config_for(base_dir, n_iters=2, sampling=False, **model):
     config = tiny(canny_digits.get_config())
     config.training.n_iters = n_iters
     config.controlnet.base_workdir = str(base_dir)
+    config.training.snapshot_sampling = sampling
     for name, value in model.items():
         setattr(config.model, name, value)
     return config
 
 
+def random_variables(model, seed=0):
+    """Random-normal variables of `model` on 8x8x1 digits (a fresh init's zero layers would hide what is compared,
+    and a real init or training step compiles slowly on CPU)."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(1), jnp.zeros((1, 8, 8, 1)), jnp.zeros(1))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    """A base 'unet2d_condition' digits model trained for two steps (its checkpoint and sample grid)."""
+    """A base 'unet2d_condition' run: a step-2 checkpoint of its train state as ScoreTask saves it, and the
+    sample grid the image-size check reads."""
     folder = tmp_path_factory.mktemp("base")
     config = tiny(canny_digits.get_config())
-    config.training.task, config.training.n_iters = "score", 2
-    loop.train(ScoreTask(config, str(folder)))
+    optimizer = get_optimizer(config.optim)
+    state = create_train_state(jax.random.PRNGKey(0), random_variables(models.get_model(config)), optimizer)
+    with Checkpointer(str(folder)) as checkpointer:
+        checkpointer.save(2, state.replace(step=jnp.asarray(2, jnp.int32)), periodic=True, meta={"frozen": {}})
+        checkpointer.wait()
+    os.makedirs(folder / "samples")
+    np.savez(folder / "samples" / "step_00000002.npz", image=np.zeros((4, 8, 8, 1), np.uint8))
     return folder
 
 
@@ -53,10 +70,7 @@ def test_fresh_controlnet_leaves_the_base_score_unchanged():
     config = config_for("unused")
     base_model = models.get_model(config)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
-    shapes = jax.eval_shape(base_model.init, jax.random.PRNGKey(1), x, jnp.zeros(2))
-    rng = np.random.default_rng(0)  # random weights: a fresh init's zero layers would hide what is compared
-    params = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes["params"])
-    base = task_lib.Base(base_model, {"params": params}, {})
+    base = task_lib.Base(base_model, random_variables(base_model), {})
     controlled, cn_params = task_lib.build(config, base)
     sde = sde_lib.from_config(config)
     hint = jnp.asarray(np.random.default_rng(1).random((2, 8, 8, 1)) > 0.5, jnp.float32)
@@ -66,9 +80,11 @@ def test_fresh_controlnet_leaves_the_base_score_unchanged():
     down, mid = jax.jit(controlled.controlnet.apply)({"params": cn_params}, x, c_t, None, hint)
     assert all(not np.any(np.asarray(r)) for r in down + [mid])  # the zero convs give exact zeros
 
+    jitted = [jax.jit(lambda v, g, m=m: models.get_score_fn(sde, m, v, continuous=False, **g)(x, t))
+              for m in (base_model, controlled)]
+
     def score(model, variables, **given):
-        return np.asarray(jax.jit(lambda v, g: models.get_score_fn(sde, model, v, continuous=False, **g)(x, t))(
-            variables, given))
+        return np.asarray(jitted[model is controlled](variables, given))
 
     plain = score(base_model, base.variables)
     assert np.all(np.isfinite(plain))
@@ -83,7 +99,8 @@ def test_fresh_controlnet_leaves_the_base_score_unchanged():
 
 
 def test_train_resume_frozen_record_and_refusals(base_dir, tmp_path):
-    straight = loop.train(task_lib.ControlNetTask(config_for(base_dir, 4), str(tmp_path / "straight")))
+    straight = loop.train(task_lib.ControlNetTask(config_for(base_dir, 4, sampling=True),
+                                                  str(tmp_path / "straight")))
     loop.train(task_lib.ControlNetTask(config_for(base_dir, 2), str(tmp_path / "resumed")))
     task = task_lib.ControlNetTask(config_for(base_dir, 4), str(tmp_path / "resumed"))
     resumed = loop.train(task)
@@ -92,8 +109,8 @@ def test_train_resume_frozen_record_and_refusals(base_dir, tmp_path):
     # the base is frozen: not in the train state, which holds the ControlNet (and its hint encoder) alone
     assert "controlnet_cond_embedding" in resumed.params and "up_blocks_0" not in resumed.params
     assert task.frozen_record["base_workdir"] == str(base_dir) and task.frozen_record["step"] == 2
-    assert os.path.isfile(tmp_path / "resumed" / "samples" / "step_00000004.png")
-    assert set(task_lib.json.load(open(tmp_path / "resumed" / "edge_f1.json"))) == {"2", "4"}
+    assert os.path.isfile(tmp_path / "straight" / "samples" / "step_00000004.png")
+    assert set(task_lib.json.load(open(tmp_path / "straight" / "edge_f1.json"))) == {"2", "4"}
 
     other = tmp_path / "other_base"  # the same weights under another run's name: another base
     shutil.copytree(base_dir, other)
