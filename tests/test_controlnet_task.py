@@ -12,6 +12,7 @@ import pytest
 import models
 import sde_lib
 from configs.controlnet import canny_digits
+from modes import controlnet_sample
 from tasks import controlnet as task_lib
 from training import loop
 from training.checkpoint import Checkpointer
@@ -111,6 +112,12 @@ def test_train_resume_frozen_record_and_refusals(base_dir, tmp_path):
     assert task.frozen_record["base_workdir"] == str(base_dir) and task.frozen_record["step"] == 2
     assert os.path.isfile(tmp_path / "straight" / "samples" / "step_00000004.png")
     assert set(task_lib.json.load(open(tmp_path / "straight" / "edge_f1.json"))) == {"2", "4"}
+
+    config = config_for(base_dir, 4)  # --mode sample of the straight run, the conditions of two test images
+    config.sampling.input_indices, config.sampling.num_samples = "0,1", 2
+    written = np.load(controlnet_sample.sample(config, str(tmp_path / "straight"), "eval"))
+    assert written["image"].shape == (4, 8, 8, 1) and written["condition"].shape == (2, 8, 8, 1)
+    assert os.path.isfile(str(tmp_path / "straight" / "eval" / "controlnet_step4_pc_s1_edge_f1.json"))
 
     other = tmp_path / "other_base"  # the same weights under another run's name: another base
     shutil.copytree(base_dir, other)
