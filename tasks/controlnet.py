@@ -129,9 +129,6 @@ class ConditionedData:
     data: datasets.Dataset
     condition: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-    def __len__(self) -> int:
-        return len(self.data)
-
     def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1, augment: bool = True):
         for call, item in enumerate(self.data.batches(global_batch, start_step, steps_per_call, augment)):
             first = start_step + call * steps_per_call
