@@ -10,6 +10,13 @@ and, at conditioning scale 0, the largest difference between controlled and base
 noise (0 up to XLA's rounding of the differently fused program: the control adds exact zeros).
 
     python -m benchmarks.controlnet_edges --base runs/unet_digits --controlnet runs/canny_digits [--num 64]
+
+Measured on 2 shared CPU cores: base configs/controlnet/unet_digits_base.py stopped at step 525 (EMA rate
+0.999), ControlNet configs/controlnet/canny_digits.py 900 steps (lr 5e-4, EMA 0.999 to step 600, then 0.99),
+64 test digits, 'pc' ancestral sampler, 100 steps. Edge F1 at 1-pixel tolerance / exact:
+(a) 0.995 / 0.838, (b) 0.974 / 0.418, (c) 0.965 / 0.392, (d) 1.000 / 1.000, (e) 0.981 / 0.430; scale 0 vs
+the base: max |difference| 0 (the samples are identical). At 8x8 one pixel of slack saturates the tolerant F1
+(shuffled real digits score 0.98), so the exact F1 is the one that separates control from chance.
 """
 from __future__ import annotations
 
