@@ -30,7 +30,7 @@ def get_base_config():
     training.keep_checkpoints = 0  # new: keep the newest N periodic checkpoints; 0 keeps all
     training.keep_checkpoint_every = 0  # new: with keep_checkpoints, also keep those at multiples of this step
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
-    training.task = "score"  # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder'
+    training.task = "score"  # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder' | 'controlnet'
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -66,6 +66,7 @@ def get_base_config():
     sampling.input_indices = ""  # ... or comma-separated indices into the test split, e.g. '0,1,2'
     sampling.mask = "half"  # inpaint: 'half' (right half unknown) | 'center' | 'bottom' | an image file, white = known
     sampling.checkpoint = 0  # step of the periodic checkpoint to sample; 0 = the newest
+    sampling.condition = ""  # new: a ControlNet's condition image file (e.g. an edge map), or use input_indices
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 1
@@ -191,4 +192,16 @@ def get_base_config():
     optim.weight_decay = 0.0
     optim.warmup = 5000
     optim.grad_clip = 1.0
+
+    # new: a ControlNet on a trained 'unet2d_condition' score model (config.training.task='controlnet',
+    # tasks/controlnet.py); config.model / config.data / config.optim must be the base run's
+    config.controlnet = controlnet = ml_collections.ConfigDict()
+    controlnet.base_workdir = ""  # the base score model's --workdir; its newest checkpoint's EMA params, frozen
+    controlnet.condition = "canny"  # 'canny' | 'scribble' (dilated edges) | 'mask' (foreground) | 'folder'
+    controlnet.condition_dir = ""  # 'folder': condition images named as the data's files (data.dataset='folder')
+    controlnet.canny_sigma = 0.5  # Gaussian smoothing of Canny edges (also of the edge-F1 metric)
+    controlnet.scribble_radius = 1  # 'scribble': pixels the edges are thickened by
+    controlnet.mask_threshold = 0.5  # 'mask': gray level above which a pixel is foreground
+    controlnet.embedding_channels = (16,)  # hint encoder widths; one stride-2 conv between consecutive ones
+    controlnet.conditioning_scale = "1"  # sampling: one number or one per output (down residuals, then mid)
     return config

@@ -166,3 +166,29 @@ def from_diffusers(folder: str, dtype: str = "float32"):
         raise ConversionError(str(err)) from None
     model = ControlNetModel(spec)
     return model, torch_to_flax(tensors, param_shapes(model), source=folder)
+
+
+@dataclasses.dataclass(frozen=True)
+class Controlled:
+    """A score network under a ControlNet, with the network interface `models.get_score_fn` calls:
+
+        apply(variables, x, c, labels, train, rngs, hint=c_img, base=base_variables, context=None)
+            = base_model(x, c, labels, context, control=scale_residuals(ControlNet(x, c, context, c_img), s))
+
+    `variables` are the ControlNet's, `base` the (frozen) base network's; s = conditioning_scale (one number or
+    one per output). The score function thus closes over the condition image and the frozen base."""
+
+    base_model: nn.Module
+    controlnet: ControlNetModel
+    conditioning_scale: float | tuple = 1.0
+
+    @property
+    def config(self):
+        return self.base_model.config
+
+    def apply(self, variables, x, time_cond, labels=None, train: bool = False, rngs=None, *, hint, base,
+              context=None):
+        control = self.controlnet.apply(variables, x, time_cond, context, hint, self.conditioning_scale,
+                                        train=train, rngs=rngs)
+        return self.base_model.apply(base, x, time_cond, labels=labels, train=train, rngs=rngs, context=context,
+                                     control=control)

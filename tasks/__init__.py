@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from tasks.autoencoder import AutoencoderTask
 from tasks.classifier import ClassifierTask
+from tasks.controlnet import ControlNetTask
 from tasks.score import ScoreTask
 
-TASKS = {"score": ScoreTask, "classifier": ClassifierTask, "autoencoder": AutoencoderTask}
+TASKS = {"score": ScoreTask, "classifier": ClassifierTask, "autoencoder": AutoencoderTask,
+         "controlnet": ControlNetTask}
 
 
 def get_task(config, workdir: str):

@@ -38,19 +38,20 @@ from training.writers import save_image_grid
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
-                num_classes: int = 0, label_dropout: float = 0.0, encode=None):
+                num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)}:
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
     train=False -> the loss of the EMA parameters. x_0 = scaler(image), or encode(image, frozen) when given
-    (a latent model's frozen encoder)."""
+    (a latent model's frozen encoder); conditions(batch, frozen) -> the network's further inputs the score
+    function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base)."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
     losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
 
-    def loss_fn(params, model_state, rng, x0, labels):
+    def loss_fn(params, model_state, rng, x0, labels, given):
         dropout_rng, loss_rng = jax.random.split(rng)
         score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
-                                       continuous=continuous, rng=dropout_rng, labels=labels)
+                                       continuous=continuous, rng=dropout_rng, labels=labels, **given)
         return losses.score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous,
                                           reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps)
 
@@ -58,22 +59,25 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
         x0 = scaler(batch["image"]) if encode is None else encode(batch["image"], frozen)
         labels = batch["label"] if num_classes > 0 else None
+        given = {} if conditions is None else conditions(batch, frozen)
         if not train:
-            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels)
+            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels, given)
         if labels is not None and label_dropout > 0:
             labels = losses.drop_labels(label_rng, labels, num_classes, label_dropout)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, labels)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, labels, given)
         return apply_gradients(state, loss, grads, optimizer, rng, ema_rate)
 
     return step_fn
 
 
-def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x, encode=None):
+def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x, encode=None,
+                        conditions=None):
     """get_step_fn with its options read from config.training / config.model."""
     t = config.training
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
-                       num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode)
+                       num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
+                       conditions=conditions)
 
 
 def init_state(config, model, optimizer, seed_rng=None) -> TrainState:
@@ -89,9 +93,10 @@ def restore_train_state(checkpointer, step: int, config, model, mesh) -> TrainSt
 
 
 def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None):
-    """jit(rng, variables, labels=None, known=None) -> samples in [0, 1], (num_samples, H, W, C), with the sampler
-    of config.sampling; decode(x) -> images in [0, 1] maps a latent model's samples to pixels (by default x is
-    mapped back by the data inverse scaler and clipped).
+    """jit(rng, variables, labels=None, known=None, **conditions) -> samples in [0, 1], (num_samples, H, W, C),
+    with the sampler of config.sampling; `conditions` are the network's further inputs (get_score_fn's);
+    decode(x) -> images in [0, 1] maps a latent model's samples to pixels (by default x is mapped back by the
+    data inverse scaler and clipped).
 
     The output is sharded over the mesh's batch axis, and XLA partitions the whole
     sampling loop accordingly: each device integrates num_samples / devices samples.
@@ -112,10 +117,10 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     default_labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
 
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
-    def sample(rng, variables, labels=default_labels, known=None):
+    def sample(rng, variables, labels=default_labels, known=None, **conditions):
         def score_fn_for_labels(y):
             return models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
-                                       labels=y)
+                                       labels=y, **conditions)
 
         score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
         x, _ = get_sampler(known)(rng, score_fn)

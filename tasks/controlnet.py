@@ -1,0 +1,227 @@
+"""ControlNet as a task of the training loop: a trainable copy of a trained score U-Net's encoder steers the
+frozen base through zero convolutions (models/controlnet.py), trained with the base's own denoising loss.
+
+    base      the EMA parameters of the newest checkpoint of config.controlnet.base_workdir, a 'unet2d_condition'
+              score model: the loop's `frozen`, recorded as {base_workdir, step, digest}, never re-saved
+    c         = condition(x_0), computed from each batch's images on the fly (data_sources/conditions.py,
+              config.controlnet.condition), in [0, 1]^(H, W, C_c)
+    s_phi(x_t, t | c) = s_base(x_t, t; control = ControlNet_phi(x_t, t, c))       (phi: the ControlNet only)
+    L(phi)    the base's score-matching loss of s_phi (tasks/score.get_step_fn, with the base's options)
+
+At phi's initialisation (controlnet.from_unet) every zero conv is zero, so s_phi = s_base exactly. A snapshot
+samples the first snapshot_num_samples conditions of the test split, writes each condition beside its sample
+(workdir/samples/), and appends the edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to
+workdir/edge_f1.json. A base of another architecture or image size is refused in one line before anything is
+written; a ControlNet checkpoint of another base is refused by the loop (its frozen record).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+import datasets
+import models
+import sde_lib
+from data_sources import conditions
+from data_sources.preprocess import ImageFormat
+from models import controlnet, unet2d_condition
+from tasks import score
+from training import parallel
+from training.checkpoint import CheckpointMismatchError, Checkpointer, abstract_like, leaf_checksums
+from training.files import atomic_write_json
+from training.loop import Schedule
+from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
+from training.validation import ConfigError, validate_train_config
+from training.writers import save_image_grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """The frozen base: its network, EMA variables and the record naming them (run path, step, digest)."""
+
+    model: Any
+    variables: dict
+    record: dict
+
+
+def _check_geometry(config, folder: str) -> None:
+    """The base's sample grids (workdir/samples/*.npz) say the image size and channels it was trained at."""
+    found = sorted(glob.glob(os.path.join(folder, "samples", "step_*.npz")))
+    if not found:
+        logging.warning("The base run %s has no sample grids, so its image size cannot be checked.", folder)
+        return
+    with np.load(found[-1]) as f:
+        shape = tuple(f["image"].shape[1:])
+    d = config.data
+    if shape != (d.image_size, d.image_size, d.num_channels):
+        raise ConfigError(f"The base run {folder} was trained on {shape[0]}x{shape[1]}x{shape[2]} images, this "
+                          f"config on {d.image_size}x{d.image_size}x{d.num_channels} (config.data); give the base's "
+                          f"config.data and config.model.")
+
+
+def open_base(config, mesh) -> Base:
+    """The base of config.controlnet.base_workdir (see the module docstring); ConfigError in one line if it is
+    missing, not a 'unet2d_condition', or of another architecture or image size than config.model / config.data."""
+    folder = config.controlnet.base_workdir
+    if not folder:
+        raise ConfigError("config.controlnet.base_workdir is empty; name the --workdir of a trained "
+                          "'unet2d_condition' score model (e.g. configs/controlnet/unet_digits_base.py).")
+    if config.model.name != "unet2d_condition":
+        raise ConfigError(f"config.model.name={config.model.name!r}: a ControlNet copies the encoder of a "
+                          f"'unet2d_condition' base; give the base run's config.model.")
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(os.path.join(folder, "checkpoints")):
+        raise ConfigError(f"No checkpoints in config.controlnet.base_workdir={folder}; train the base there first "
+                          f"(--mode train with its config).")
+    _check_geometry(config, folder)
+    model = models.get_model(config)
+    like = abstract_like(lambda: score.init_state(config, model, get_optimizer(config.optim)), mesh)
+    try:
+        with Checkpointer(folder) as checkpointer:
+            restored = checkpointer.latest(like)
+    except CheckpointMismatchError as e:
+        raise ConfigError(f"The base run {folder} is not the network of this config: {e}") from None
+    if restored is None:
+        raise ConfigError(f"No checkpoint in config.controlnet.base_workdir={folder}; train the base first.")
+    variables = {"params": restored.state.ema_params, **restored.state.model_state}
+    digest = hashlib.sha256(json.dumps(leaf_checksums(variables)).encode()).hexdigest()[:16]
+    return Base(model, variables, {"base_workdir": folder, "step": restored.step, "digest": digest})
+
+
+def condition_channels(config) -> int:
+    """C_c: one for the edge / mask kinds, the data's channels for user-given images."""
+    return config.data.num_channels if config.controlnet.condition == "folder" else 1
+
+
+def condition_fn(config, data: datasets.Dataset) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """fn(images in [0, 1], their indices in `data`) -> conditions (N, H, W, C_c) in [0, 1]."""
+    c = config.controlnet
+    if c.condition not in conditions.KINDS:
+        raise ConfigError(f"config.controlnet.condition={c.condition!r} must be one of {list(conditions.KINDS)}.")
+    if c.condition != "folder":
+        return lambda images, indices: conditions.compute(c.condition, images, c.canny_sigma, c.scribble_radius,
+                                                          c.mask_threshold)
+    paths = getattr(data.source, "paths", None)
+    if paths is None or not c.condition_dir:
+        raise ConfigError("config.controlnet.condition='folder' pairs config.controlnet.condition_dir's images with "
+                          "the data's file names: set it and config.data.dataset='folder'.")
+    if config.data.random_flip:
+        raise ConfigError("config.controlnet.condition='folder' cannot follow random flips of the images; set "
+                          "config.data.random_flip=False.")
+    fmt = ImageFormat(config.data.image_size, config.data.num_channels)
+    return lambda images, indices: conditions.paired_conditions(c.condition_dir, [paths[i] for i in indices],
+                                                                fmt) / np.float32(255)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionedData:
+    """A split whose batches also hold 'condition', computed from each batch's (flipped) images."""
+
+    data: datasets.Dataset
+    condition: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1, augment: bool = True):
+        for call, item in enumerate(self.data.batches(global_batch, start_step, steps_per_call, augment)):
+            first = start_step + call * steps_per_call
+            yield {**item, "condition": np.stack([
+                self.condition(item["image"][k], self.data.batch_indices(first + k, global_batch))
+                for k in range(steps_per_call)]).astype(np.float32)}
+
+
+def build(config, base: Base, seed_rng=None):
+    """(the controlled network `Controlled(base, ControlNet)`, the ControlNet's fresh params from_unet)."""
+    c = config.controlnet
+    rng = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None else seed_rng, 3)[0]
+    cn_model, params = controlnet.from_unet(unet2d_condition.spec_from_config(config), base.variables["params"],
+                                            rng, condition_channels(config), tuple(c.embedding_channels))
+    return controlnet.Controlled(base.model, cn_model), params
+
+
+def edge_agreement(samples: np.ndarray, images: np.ndarray, sigma: float) -> float:
+    """Mean F1 of the samples' Canny edges against the images' (1-pixel tolerance)."""
+    return float(np.mean(conditions.edge_f1(conditions.canny(samples, sigma), conditions.canny(images, sigma))))
+
+
+def beside(condition: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Images interleaved (condition_0, sample_0, condition_1, ...), the condition gray in the samples' channels."""
+    cond = np.broadcast_to(np.asarray(condition).mean(-1, keepdims=True), samples.shape)
+    return np.stack([cond, samples], axis=1).reshape(-1, *samples.shape[1:])
+
+
+class ControlNetTask:
+    """A ControlNet trained on a frozen base score model (see the module docstring)."""
+
+    augment = True
+
+    def __init__(self, config, workdir: str):
+        mesh = parallel.make_mesh()
+        validate_train_config(config)
+        t = config.training
+        parallel.check_divisible("training.snapshot_num_samples", t.snapshot_num_samples, mesh.size)
+        self.config, self.workdir = config, workdir
+        self.schedule = Schedule.from_config(config)
+        self.sde = sde_lib.from_config(config)
+        train, test = datasets.get_dataset(config)
+        self.train_data = ConditionedData(train, condition_fn(config, train))
+        self.eval_data = ConditionedData(test, condition_fn(config, test))
+        base = open_base(config, mesh)
+        self.frozen, self.frozen_record = base.variables, base.record
+        self.model, self._params = build(config, base)
+        self.optimizer = get_optimizer(config.optim)
+        self.learning_rate = learning_rate_schedule(config.optim)
+        scaler = datasets.get_data_scaler(config)
+        given = lambda batch, frozen: {"hint": batch["condition"], "base": frozen}  # noqa: E731
+        self.train_step = score.step_fn_from_config(config, self.sde, self.model, train=True,
+                                                    optimizer=self.optimizer, scaler=scaler, conditions=given)
+        self.eval_step = score.step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
+                                                   conditions=given)
+        self._sample_fn = None
+        if t.snapshot_sampling:
+            indices = np.arange(t.snapshot_num_samples) % len(test)
+            self._images = test.source.read(indices)[0] / np.float32(255)
+            self._condition = self.eval_data.condition(self._images, indices)
+            self._sample_fn = score.make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh)
+            self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
+
+    def init_state(self) -> TrainState:
+        state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed), 3)[1]
+        return create_train_state(state_rng, {"params": self._params}, self.optimizer)
+
+    def snapshot(self, state: TrainState, step: int) -> None:
+        if self._sample_fn is None:
+            return
+        samples = parallel.gather(self._sample_fn(jax.random.fold_in(self._sample_rng, step),
+                                                  {"params": state.ema_params}, hint=jnp.asarray(self._condition),
+                                                  base=self.frozen))
+        if jax.process_index() != 0:
+            return
+        f1 = edge_agreement(samples, self._images, self.config.controlnet.canny_sigma)
+        folder = os.path.join(self.workdir, "samples")
+        path = os.path.join(folder, f"step_{step:08d}.png")
+        save_image_grid(beside(self._condition, samples), path, nrow=8)
+        np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"), image=datasets.to_uint8(samples),
+                            condition=datasets.to_uint8(self._condition))
+        _record_edge_f1(self.workdir, step, f1)
+        logging.info("Step %d: edge F1 %.3f; conditions and samples written to %s", step, f1, path)
+
+    def finish(self, state: TrainState) -> None:
+        """Nothing beyond the last periodic checkpoint and its grid."""
+
+
+def _record_edge_f1(workdir: str, step: int, f1: float) -> None:
+    """workdir/edge_f1.json: {step: edge F1} of every snapshot so far (a rerun's step replaces the old one)."""
+    path = os.path.join(workdir, "edge_f1.json")
+    history = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            history = {int(k): v for k, v in json.load(f).items() if int(k) < step}
+    atomic_write_json(path, {str(k): v for k, v in sorted({**history, step: f1}.items())})
