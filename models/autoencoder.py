@@ -75,13 +75,17 @@ class ResnetStack(nn.Module):
         return x
 
 
-class Encoder(nn.Module):
-    """x -> (B, h, w, out_channels); out_channels is 2c for the KL autoencoder (moments), c for the VQ one."""
+class _Tower(nn.Module):
+    """The fields the encoder and the decoder share (diffusers' Encoder / Decoder arguments)."""
     out_channels: int
     block_out_channels: Sequence[int]
     layers_per_block: int
     groups: int
     mid_block_attention: bool = True
+
+
+class Encoder(_Tower):
+    """x -> (B, h, w, out_channels); out_channels is 2c for the KL autoencoder (moments), c for the VQ one."""
 
     @nn.compact
     def __call__(self, x):
@@ -95,13 +99,8 @@ class Encoder(nn.Module):
         return conv(h, self.out_channels, "conv_out")
 
 
-class Decoder(nn.Module):
+class Decoder(_Tower):
     """z (B, h, w, c) -> (B, H, W, out_channels): conv_in, mid block, up blocks over reversed channels, out."""
-    out_channels: int
-    block_out_channels: Sequence[int]
-    layers_per_block: int
-    groups: int
-    mid_block_attention: bool = True
 
     @nn.compact
     def __call__(self, z):
