@@ -99,6 +99,7 @@ def test_fresh_controlnet_leaves_the_base_score_unchanged():
     assert np.abs(score(controlled, {"params": cn_params}, hint=hint, base=base.variables) - plain).max() > 1e-3
 
 
+@pytest.mark.slow  # compiles a ControlNet train step and a sampler: minutes on 2 cores
 def test_train_resume_frozen_record_and_refusals(base_dir, tmp_path):
     straight = loop.train(task_lib.ControlNetTask(config_for(base_dir, 4, sampling=True),
                                                   str(tmp_path / "straight")))

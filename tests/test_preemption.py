@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from configs.vp import ddpm_digits
 from test_training import leaves_equal, make_state
@@ -170,6 +171,7 @@ CLASSIFIER = {"classifier.nf": 8, "classifier.batch_size": 32, "classifier.n_ite
               "classifier.snapshot_freq_for_preemption": 5}
 
 
+@pytest.mark.slow  # four main.py processes; about a minute idle, five under load
 def test_the_domain_classifier_resumes_exactly_after_sigkill(tmp_path):
     """--mode train_classifier runs on the one loop: killed at a checkpoint write and again mid-run, the rerun
     ends with the uninterrupted run's weights and state, bit for bit, and the same logged losses."""
