@@ -6,9 +6,10 @@ here plus its line below and its config; config.training.task names it.
 from __future__ import annotations
 
 from tasks.classifier import ClassifierTask
+from tasks.clip import ClipTask
 from tasks.score import ScoreTask
 
-TASKS = {"score": ScoreTask, "classifier": ClassifierTask}
+TASKS = {"score": ScoreTask, "classifier": ClassifierTask, "clip": ClipTask}
 
 
 def get_task(config, workdir: str):
