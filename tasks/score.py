@@ -2,12 +2,15 @@
 
 Train step: one optimizer step on the denoising score-matching loss of losses.score_matching_loss (with the
 batch's class labels, a fraction label_dropout of them replaced by the null label, for a class-conditional
-model), then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
-against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
-config.sampling from the EMA parameters, under workdir/samples/.
+model; or with the context of the batch's captions, a fraction label_dropout of them replaced by the empty
+prompt, for a text-conditioned one, config.text.conditional: models/prompt.py, tasks/text.py), then the EMA
+update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
+config.sampling from the EMA parameters, under workdir/samples/ (for a text-conditioned model, one per test
+caption, the captions listed in a .txt beside the grid).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -22,8 +25,10 @@ import losses
 import models
 import samplers
 import sde_lib
+from tasks import text
 from training import parallel
 from training.checkpoint import abstract_like
+from training.files import atomic_write_text
 from training.loop import Schedule
 from training.state import TrainState, apply_gradients, create_train_state, get_optimizer, learning_rate_schedule
 from training.validation import validate_train_config
@@ -33,56 +38,69 @@ from training.writers import save_image_grid
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
-                num_classes: int = 0, label_dropout: float = 0.0):
-    """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)}:
+                num_classes: int = 0, label_dropout: float = 0.0, prompt=None):
+    """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)} (and
+    'tokens' (B, L) for a text-conditioned model, `prompt` a models.prompt.PromptConditioning):
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
     train=False -> the loss of the EMA parameters."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
     losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
 
-    def loss_fn(params, model_state, rng, x0, labels):
+    def loss_fn(params, model_state, rng, x0, condition, frozen):
         dropout_rng, loss_rng = jax.random.split(rng)
+        if prompt is None:
+            conditions = {"labels": condition}
+        else:  # the text tower's gradient flows only when it is trained jointly (in params, not in frozen)
+            params, context = prompt.split({**params, **(frozen or {})}, condition)
+            conditions = {"context": context}
         score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
-                                       continuous=continuous, rng=dropout_rng, labels=labels)
+                                       continuous=continuous, rng=dropout_rng, **conditions)
         return losses.score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous,
                                           reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps)
 
     def step_fn(state: TrainState, batch, frozen=None):
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
         x0 = scaler(batch["image"])
-        labels = batch["label"] if num_classes > 0 else None
+        if prompt is not None:
+            condition, null = batch["tokens"], prompt.empty_tokens
+        else:
+            condition, null = (batch["label"] if num_classes > 0 else None), num_classes
         if not train:
-            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels)
-        if labels is not None and label_dropout > 0:
-            labels = losses.drop_labels(label_rng, labels, num_classes, label_dropout)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, labels)
+            return loss_fn(state.ema_params, state.model_state, step_rng, x0, condition, frozen)
+        if condition is not None and label_dropout > 0:
+            condition = losses.drop_labels(label_rng, condition, null, label_dropout)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, condition, frozen)
         return apply_gradients(state, loss, grads, optimizer, rng, ema_rate)
 
     return step_fn
 
 
-def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x):
+def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x, prompt=None):
     """get_step_fn with its options read from config.training / config.model."""
     t = config.training
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
-                       num_classes=config.model.num_classes, label_dropout=t.label_dropout)
+                       num_classes=config.model.num_classes, label_dropout=t.label_dropout, prompt=prompt)
 
 
-def init_state(config, model, optimizer, seed_rng=None) -> TrainState:
-    """The fresh train state of `model`: params from the first key of PRNGKey(config.seed), rng the second."""
-    init_rng, state_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None else seed_rng, 3)
-    return create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
+def init_state(config, model, optimizer, seed_rng=None, prompt=None) -> TrainState:
+    """The fresh train state of `model` (with `prompt`'s text tower when it is trained jointly): params from
+    the first key of PRNGKey(config.seed), rng the second."""
+    init_rng, state_rng, text_rng = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None
+                                                     else seed_rng, 3)
+    variables = models.init_model(init_rng, config, model)
+    variables = variables if prompt is None else prompt.init(text_rng, variables)
+    return create_train_state(state_rng, variables, optimizer)
 
 
-def restore_train_state(checkpointer, step: int, config, model, mesh) -> TrainState:
+def restore_train_state(checkpointer, step: int, config, model, mesh, prompt=None) -> TrainState:
     """The train state of periodic checkpoint `step`, replicated on the mesh, for sampling and evaluation."""
-    return checkpointer.restore(step, abstract_like(lambda: init_state(config, model, get_optimizer(config.optim)),
-                                                    mesh))
+    return checkpointer.restore(step, abstract_like(
+        lambda: init_state(config, model, get_optimizer(config.optim), prompt=prompt), mesh))
 
 
-def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None):
+def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, prompt=None):
     """jit(rng, variables, labels=None, known=None) -> samples in [0, 1], (num_samples, H, W, C), with the sampler
     of config.sampling.
 
@@ -90,7 +108,8 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     sampling loop accordingly: each device integrates num_samples / devices samples.
     labels (num_samples,) gives each sample's class; by default a class-conditional model draws
     sample i from class i mod num_classes. guide(score_fn_for_labels, labels) -> score_fn applies guidance
-    (samplers.guidance); by default the plain (conditional) score. observe(known) -> LinearObservation makes
+    (samplers.guidance); by default the plain (conditional) score. With `prompt` (models.prompt) the labels are
+    token ids (num_samples, L) and variables' params hold the text tower too (a frozen one merged in). observe(known) -> LinearObservation makes
     the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1].
     """
     d = config.data
@@ -107,8 +126,12 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables, labels=default_labels, known=None):
         def score_fn_for_labels(y):
-            return models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
-                                       labels=y)
+            if prompt is None:
+                return models.get_score_fn(sde, model, variables, train=False,
+                                           continuous=config.training.continuous, labels=y)
+            params, context = prompt.split(variables["params"], y)
+            return models.get_score_fn(sde, model, {**variables, "params": params}, train=False,
+                                       continuous=config.training.continuous, context=context)
 
         score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
         x, _ = get_sampler(known)(rng, score_fn)
@@ -144,24 +167,39 @@ class ScoreTask:
         self.optimizer = get_optimizer(config.optim)
         self.learning_rate = learning_rate_schedule(config.optim)
         self.train_data, self.eval_data = datasets.get_dataset(config)
+        t = config.training
+        self.prompt = self._prompts = None
+        if config.text.conditional:  # captions reach the steps as token ids, the snapshot draws test captions
+            self.tokenizer, self.prompt, self.frozen, self.frozen_record = text.prompt_conditioning(
+                config, workdir, getattr(self.train_data.source, "captions", None))
+            self.train_data, self.eval_data = (dataclasses.replace(d, tokenizer=self.tokenizer)
+                                               for d in (self.train_data, self.eval_data))
+            self._prompts = list(self.eval_data.source.captions[:t.snapshot_num_samples])
         scaler = datasets.get_data_scaler(config)
         self.train_step = step_fn_from_config(config, self.sde, self.model, train=True, optimizer=self.optimizer,
-                                              scaler=scaler)
-        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler)
-        t = config.training
-        self._sample_fn = make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh) \
-            if t.snapshot_sampling else None
+                                              scaler=scaler, prompt=self.prompt)
+        self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
+                                             prompt=self.prompt)
+        self._sample_fn = make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh,
+                                         prompt=self.prompt) if t.snapshot_sampling else None
         self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
 
     def init_state(self) -> TrainState:
-        return init_state(self.config, self.model, self.optimizer)
+        return init_state(self.config, self.model, self.optimizer, prompt=self.prompt)
 
     def snapshot(self, state: TrainState, step: int) -> None:
         if self._sample_fn is None:
             return
-        images = parallel.gather(self._sample_fn(jax.random.fold_in(self._sample_rng, step), state.ema_variables))
+        rng = jax.random.fold_in(self._sample_rng, step)
+        if self.prompt is None:
+            images = parallel.gather(self._sample_fn(rng, state.ema_variables))
+        else:
+            variables = self.prompt.variables(state.ema_variables, self.frozen)
+            images = parallel.gather(self._sample_fn(rng, variables, jnp.asarray(self.tokenizer(self._prompts))))
         if jax.process_index() == 0:
             path = write_samples(images, self.workdir, step, nrow=self.config.model.num_classes or None)
+            if self._prompts:
+                atomic_write_text(path[:-4] + ".txt", "\n".join(self._prompts) + "\n")
             logging.info("Step %d: samples written to %s", step, path)
 
     def finish(self, state: TrainState) -> None:

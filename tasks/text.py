@@ -24,6 +24,7 @@ from flax import serialization
 from data_sources.tokenizer import TokenizerError, WordTokenizer, load_tokenizer
 from models.clip import TEXT_TOWERS
 from models.clip_text import CLIPTextConfig
+from models.prompt import PromptConditioning
 from training.files import atomic_write_json, file_digest, tree_digest
 from training.validation import ConfigError
 
@@ -100,3 +101,27 @@ def load_tower(folder: str, tokenizer):
         params = serialization.msgpack_restore(f.read())
     record = {"text_tower": os.path.abspath(folder), "step": meta["step"], "digest": file_digest(params_path)}
     return text_tower(meta, tokenizer), params, record
+
+
+def prompt_conditioning(config, workdir: str, captions):
+    """(tokenizer, models.prompt.PromptConditioning, frozen params or None, frozen record) of a text-conditioned
+    score model (config.text.conditional): a tower of config.text trained jointly, or the frozen one exported
+    to config.text.pretrained_dir. ConfigError when the model or data cannot take prompts."""
+    m = config.model
+    if m.name != "unet2d_condition" or m.num_classes:
+        raise ConfigError(f"config.text.conditional needs config.model.name='unet2d_condition' (cross-attention on "
+                          f"the prompt) and num_classes=0, got {m.name!r} and {m.num_classes}.")
+    if captions is None:
+        raise ConfigError(f"config.text.conditional needs captioned images; config.data.dataset="
+                          f"{config.data.dataset!r} has none (use 'mnist_pairs', 'caption_folder' or 'caption_table').")
+    tokenizer = run_tokenizer(config, workdir, captions)
+    if config.text.pretrained_dir:
+        encoder, params, record = load_tower(config.text.pretrained_dir, tokenizer)
+        frozen = {"text_model": params}
+    else:
+        encoder, frozen, record = text_tower(tower_fields(config), tokenizer), None, {}
+    width = encoder.config.hidden_size
+    if m.get("cross_attention_dim", 768) != width:
+        raise ConfigError(f"config.model.cross_attention_dim={m.get('cross_attention_dim', 768)} must equal the text "
+                          f"tower's width {width} (config.text.width, or the exported tower's).")
+    return tokenizer, PromptConditioning(encoder, tokenizer("")[0], joint=frozen is None), frozen, record
