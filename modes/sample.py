@@ -41,6 +41,7 @@ import sde_lib
 from data_sources.local import decode_image
 from data_sources.preprocess import ImageFormat
 from evaluation import classifier, features
+from modes import prompts
 from samplers import guidance as guidance_lib
 from samplers import inverse
 from tasks.score import make_sample_fn, restore_train_state
@@ -160,7 +161,9 @@ def newest_checkpoint(config, workdir: str) -> int:
 
 
 def sample(config, workdir: str, eval_folder: str) -> str:
-    """Run `--mode sample`; returns the path of the .npz written."""
+    """Run `--mode sample`; returns the path of the .npz written. Prompts: modes/prompts.py."""
+    if prompts.wants_prompts(config):
+        return prompts.sample_prompts(config, workdir, eval_folder)
     _validate(config)
     s, d = config.sampling, config.data
     sde = sde_lib.from_config(config)

@@ -31,7 +31,7 @@ from training.checkpoint import abstract_like
 from training.files import atomic_write_text
 from training.loop import Schedule
 from training.state import TrainState, apply_gradients, create_train_state, get_optimizer, learning_rate_schedule
-from training.validation import validate_train_config
+from training.validation import ConfigError, validate_train_config
 from training.writers import save_image_grid
 
 
@@ -170,8 +170,13 @@ class ScoreTask:
         t = config.training
         self.prompt = self._prompts = None
         if config.text.conditional:  # captions reach the steps as token ids, the snapshot draws test captions
+            captions = getattr(self.train_data.source, "captions", None)
+            if captions is None:
+                raise ConfigError(f"config.text.conditional needs captioned images; config.data.dataset="
+                                  f"{config.data.dataset!r} has none ('mnist_pairs', 'caption_folder', "
+                                  f"'caption_table' have).")
             self.tokenizer, self.prompt, self.frozen, self.frozen_record = text.prompt_conditioning(
-                config, workdir, getattr(self.train_data.source, "captions", None))
+                config, workdir, captions)
             self.train_data, self.eval_data = (dataclasses.replace(d, tokenizer=self.tokenizer)
                                                for d in (self.train_data, self.eval_data))
             self._prompts = list(self.eval_data.source.captions[:t.snapshot_num_samples])

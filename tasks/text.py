@@ -103,17 +103,15 @@ def load_tower(folder: str, tokenizer):
     return text_tower(meta, tokenizer), params, record
 
 
-def prompt_conditioning(config, workdir: str, captions):
+def prompt_conditioning(config, workdir: str, captions=None):
     """(tokenizer, models.prompt.PromptConditioning, frozen params or None, frozen record) of a text-conditioned
     score model (config.text.conditional): a tower of config.text trained jointly, or the frozen one exported
-    to config.text.pretrained_dir. ConfigError when the model or data cannot take prompts."""
+    to config.text.pretrained_dir; the tokenizer as run_tokenizer gives it (built from `captions` on a first
+    start). ConfigError when the model cannot take prompts."""
     m = config.model
     if m.name != "unet2d_condition" or m.num_classes:
         raise ConfigError(f"config.text.conditional needs config.model.name='unet2d_condition' (cross-attention on "
                           f"the prompt) and num_classes=0, got {m.name!r} and {m.num_classes}.")
-    if captions is None:
-        raise ConfigError(f"config.text.conditional needs captioned images; config.data.dataset="
-                          f"{config.data.dataset!r} has none (use 'mnist_pairs', 'caption_folder' or 'caption_table').")
     tokenizer = run_tokenizer(config, workdir, captions)
     if config.text.pretrained_dir:
         encoder, params, record = load_tower(config.text.pretrained_dir, tokenizer)
