@@ -43,14 +43,15 @@ def test_caption_dropout_replaces_whole_prompts_by_the_empty_one():
 
 
 def test_joint_tower_is_trained_with_the_unet(tmp_path):
-    task = ScoreTask(tiny_config(), str(tmp_path / "joint"))
+    config = tiny_config()
+    config.training.snapshot_sampling = False  # sampling prompts: tests/test_prompt_sampling.py
+    task = ScoreTask(config, str(tmp_path / "joint"))
     start = task.init_state()
     state = loop.train(task)
     assert set(state.params) == {"unet", "text_model"} and task.frozen is None
     moved = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), start.params["text_model"],
                                    jax.device_get(state.params["text_model"]))
     assert max(jax.tree_util.tree_leaves(moved)) > 0
-    assert (tmp_path / "joint" / "samples" / "step_00000002.txt").read_text().count("left of") == 2
 
 
 def test_frozen_tower_from_a_clip_export_is_used_not_trained(tmp_path):
