@@ -25,7 +25,8 @@ npz and IDX data are held in memory. `Dataset` batches any source:
 
     {'image': float32 (B_host, H, W, C) in [0, 1], 'label': int32 (B_host,)}
 
-and 'caption' (numpy str (B_host,)) when the source has captions
+and 'caption' (numpy str (B_host,)) when the source has captions, or instead 'tokens' (int32 (B_host, L),
+the captions' ids by Dataset.tokenizer, which shard over devices as strings cannot)
 (each with a leading steps_per_call axis for fused training steps). The train stream is a pure
 function of (seed, step): the global batch at step s holds positions s*B .. s*B + B - 1 of an
 endless sequence of seeded epoch permutations, and host h of H reads only slice h of it, so the
@@ -88,6 +89,7 @@ class Dataset:
     uniform_dequantization: bool = False
     host_index: int = 0
     host_count: int = 1
+    tokenizer: Callable | None = None  # captions -> int32 (B, L) token ids, given as batch['tokens'] instead
 
     def __len__(self) -> int:
         return len(self.source)
@@ -133,7 +135,11 @@ class Dataset:
 
     def _with_captions(self, batch: dict, indices: np.ndarray) -> dict:
         captions = getattr(self.source, "captions", None)  # held in memory by captioned sources
-        return batch if captions is None else {**batch, "caption": captions[indices]}
+        if captions is None:
+            return batch
+        if self.tokenizer is None:
+            return {**batch, "caption": captions[indices]}
+        return {**batch, "tokens": self.tokenizer(captions[indices])}  # ids shard over devices, strings do not
 
     def batch(self, step: int, global_batch: int, augment: bool = True) -> dict[str, np.ndarray]:
         """This host's batch at `step`, a pure function of (seed, step)."""

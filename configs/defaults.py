@@ -30,7 +30,8 @@ def get_base_config():
     training.keep_checkpoints = 0  # new: keep the newest N periodic checkpoints; 0 keeps all
     training.keep_checkpoint_every = 0  # new: with keep_checkpoints, also keep those at multiples of this step
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
-    training.task = "score"  # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder' | 'controlnet'
+    # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder' | 'controlnet' | 'clip'
+    training.task = "score"
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -67,6 +68,10 @@ def get_base_config():
     sampling.mask = "half"  # inpaint: 'half' (right half unknown) | 'center' | 'bottom' | an image file, white = known
     sampling.checkpoint = 0  # step of the periodic checkpoint to sample; 0 = the newest
     sampling.condition = ""  # new: a ControlNet's condition image file (e.g. an edge map), or use input_indices
+    # new: a text-conditioned model's prompts (modes/prompts.py), guided by 'cfg' against the negative prompt
+    sampling.prompt = ""  # prompts separated by '|', e.g. "a 3 left of a 7|a 7 left of a 3"
+    sampling.prompt_file = ""  # or a file of prompts, one a line
+    sampling.negative_prompt = ""  # the unconditional branch of cfg ("" = the empty prompt)
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.begin_ckpt = 1
@@ -133,6 +138,19 @@ def get_base_config():
     # new: a score model in an autoencoder's latent space (tasks/latent.py)
     config.latent = latent = ml_collections.ConfigDict()
     latent.autoencoder_dir = ""  # the autoencoder run's workdir; empty: the score model works on pixels
+    # new: text (tasks/text.py): the text tower of a CLIP pair (training.task='clip') or the prompt encoder of a
+    # text-conditioned score model (conditional=True, model 'unet2d_condition', a captioned dataset)
+    config.text = text = ml_collections.ConfigDict()
+    text.conditional = False  # score model conditioned on captions; label_dropout is then the caption dropout
+    text.tower = "transformer"  # 'transformer' (CLIP's) | 'bag_of_words' (the order-blind control)
+    text.width = 64  # hidden size D of the context (B, L, D); = model.cross_attention_dim for a score model
+    text.layers = 2
+    text.heads = 4
+    text.context_length = 8  # L: bos + words + eos (+ pads) of the word tokenizer
+    text.tokenizer = ""  # "" = a word vocabulary built from the training captions, saved in the run; or a path
+    text.pretrained_dir = ""  # score model: a CLIP run's workdir whose exported text tower is frozen; "" = joint
+    text.projection_dim = 64  # CLIP: width of the shared embedding
+    text.eval_examples = 1000  # CLIP: held-out examples the retrieval and order metrics are measured on
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""

@@ -57,3 +57,12 @@ def retrieval_accuracy(image_emb: jax.Array, text_emb: jax.Array,
     image_to_text = jnp.mean(groups[jnp.argmax(similarity, axis=1)] == groups)
     text_to_image = jnp.mean(groups[jnp.argmax(similarity, axis=0)] == groups)
     return image_to_text, text_to_image
+
+
+def prefers_caption(image_emb: jax.Array, text_emb: jax.Array, other_emb: jax.Array,
+                    margin: float = 1e-6) -> jax.Array:
+    """(B,) bool: <u_i, v_i> - <u_i, v'_i> > margin, image i scoring its caption above another one (e.g. the
+    order-swapped "a 7 left of a 3" for "a 3 left of a 7"). A tie, as an order-blind text tower gives for a
+    swapped caption up to rounding, counts as wrong."""
+    u = normalize(image_emb)
+    return jnp.sum(u * normalize(text_emb), axis=-1) - jnp.sum(u * normalize(other_emb), axis=-1) > margin

@@ -57,7 +57,9 @@ def score_matching_loss(rng: jax.Array, score_fn, x0: jax.Array, sde: sde_lib.SD
     return jnp.mean(weight * per_example)
 
 
-def drop_labels(rng: jax.Array, labels: jax.Array, num_classes: int, rate: float) -> jax.Array:
-    """Replace each label by the null label `num_classes` with probability `rate` (classifier-free guidance
-    training: one network learns both s(x, t | y) and the unconditional s(x, t))."""
-    return jnp.where(jax.random.uniform(rng, labels.shape) < rate, num_classes, labels)
+def drop_labels(rng: jax.Array, labels: jax.Array, null, rate: float) -> jax.Array:
+    """Replace each example's condition by the null one with probability `rate` (classifier-free guidance
+    training: one network learns both s(x, t | y) and the unconditional s(x, t)). labels (B,) class labels
+    with null = num_classes, or (B, L) a prompt's token ids with null (L,) the empty prompt's."""
+    drop = jax.random.uniform(rng, labels.shape[:1]) < rate
+    return jnp.where(drop.reshape(drop.shape + (1,) * (labels.ndim - 1)), jnp.asarray(null, labels.dtype), labels)

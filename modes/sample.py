@@ -42,6 +42,7 @@ from data_sources.local import decode_image
 from data_sources.preprocess import ImageFormat
 from evaluation import classifier, features
 from modes import controlnet_sample
+from modes import prompts
 from samplers import guidance as guidance_lib
 from samplers import inverse
 from tasks import latent
@@ -162,9 +163,12 @@ def newest_checkpoint(config, workdir: str) -> int:
 
 
 def sample(config, workdir: str, eval_folder: str) -> str:
-    """Run `--mode sample`; returns the path of the .npz written."""
+    """Run `--mode sample`; returns the path of the .npz written. ControlNets: modes/controlnet_sample.py;
+    prompts: modes/prompts.py."""
     if config.training.task == "controlnet":
         return controlnet_sample.sample(config, workdir, eval_folder)
+    if prompts.wants_prompts(config):
+        return prompts.sample_prompts(config, workdir, eval_folder)
     _validate(config)
     s, d = config.sampling, config.data
     space = latent.score_space(config)  # refuses a missing or mismatched autoencoder before anything is written

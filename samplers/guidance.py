@@ -39,17 +39,19 @@ def _per_example(w, x):
     return jnp.reshape(w, w.shape + (1,) * (x.ndim - w.ndim)) if w.ndim else w
 
 
-def classifier_free_guidance(score_fn_for_labels: Callable, labels, null_label: int, w) -> Callable:
+def classifier_free_guidance(score_fn_for_labels: Callable, labels, null_label, w) -> Callable:
     """score_fn(x, t) = (1 + w) s(x, t | labels) - w s(x, t | null_label), in one call on a doubled batch.
 
-    score_fn_for_labels(labels (2B,)) -> score_fn(x (2B, ...), t (2B,)), e.g.
-    lambda y: models.get_score_fn(sde, model, variables, labels=y). w is a scalar or per-example (B,).
+    score_fn_for_labels(labels (2B, ...)) -> score_fn(x (2B, ...), t (2B,)), e.g.
+    lambda y: models.get_score_fn(sde, model, variables, labels=y). labels are class labels (B,) with the
+    null label an int, or prompts' token ids (B, L) with null_label the empty (or a negative) prompt's ids,
+    (L,) or (B, L). w is a scalar or per-example (B,).
     w = 0 (a Python number) skips the unconditional branch: the result is then exactly the conditional score.
     """
     labels = jnp.asarray(labels, jnp.int32)
     if isinstance(w, (int, float)) and w == 0:
         return score_fn_for_labels(labels)
-    both = score_fn_for_labels(jnp.concatenate([labels, jnp.full_like(labels, null_label)]))
+    both = score_fn_for_labels(jnp.concatenate([labels, jnp.broadcast_to(jnp.asarray(null_label, jnp.int32), labels.shape)]))
 
     def score_fn(x, t):
         cond, uncond = jnp.split(both(jnp.concatenate([x, x]), jnp.concatenate([t, t])), 2)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from tasks.autoencoder import AutoencoderTask
 from tasks.classifier import ClassifierTask
+from tasks.clip import ClipTask
 from tasks.controlnet import ControlNetTask
 from tasks.score import ScoreTask
 
 TASKS = {"score": ScoreTask, "classifier": ClassifierTask, "autoencoder": AutoencoderTask,
-         "controlnet": ControlNetTask}
+         "controlnet": ControlNetTask, "clip": ClipTask}
 
 
 def get_task(config, workdir: str):

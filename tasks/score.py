@@ -2,9 +2,11 @@
 
 Train step: one optimizer step on the denoising score-matching loss of losses.score_matching_loss (with the
 batch's class labels, a fraction label_dropout of them replaced by the null label, for a class-conditional
-model), then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
-against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
-config.sampling from the EMA parameters, under workdir/samples/.
+model; or with the context of the batch's captions, a fraction label_dropout of them replaced by the empty
+prompt, for a text-conditioned one, config.text.conditional: models/prompt.py, tasks/text.py), then the EMA
+update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
+config.sampling from the EMA parameters, under workdir/samples/ (for a text-conditioned model, one per test
+caption, the captions listed in a .txt beside the grid).
 
 In latent space (config.latent.autoencoder_dir names an autoencoder run, tasks/latent.py): x_0 = s E(2x - 1) is
 encoded on the fly by the frozen encoder (the loop's `frozen`, recorded with the run's path, step and digest),
@@ -12,6 +14,7 @@ the network works on (h, w, c) latents (tasks.latent.score_config), and snapshot
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -26,20 +29,22 @@ import losses
 import models
 import samplers
 import sde_lib
-from tasks import latent
+from tasks import latent, text
 from training import parallel
 from training.checkpoint import abstract_like
+from training.files import atomic_write_text
 from training.loop import Schedule
 from training.state import TrainState, apply_gradients, create_train_state, get_optimizer, learning_rate_schedule
-from training.validation import validate_train_config
+from training.validation import ConfigError, validate_train_config
 from training.writers import save_image_grid
 
 
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
-                num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None):
-    """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)}:
+                num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None):
+    """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)} (and
+    'tokens' (B, L) for a text-conditioned model, `prompt` a models.prompt.PromptConditioning):
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
     train=False -> the loss of the EMA parameters. x_0 = scaler(image), or encode(image, frozen) when given
     (a latent model's frozen encoder); conditions(batch, frozen) -> the network's further inputs the score
@@ -48,55 +53,69 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
     losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
 
-    def loss_fn(params, model_state, rng, x0, labels, given):
+    def loss_fn(params, model_state, rng, x0, condition, given, frozen):
         dropout_rng, loss_rng = jax.random.split(rng)
+        if prompt is None:
+            given = {"labels": condition, **given}
+        else:  # the text tower's gradient flows only when it is trained jointly (in params, not in frozen)
+            params, context = prompt.split({**params, **(frozen or {})}, condition)
+            given = {"context": context, **given}
         score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
-                                       continuous=continuous, rng=dropout_rng, labels=labels, **given)
+                                       continuous=continuous, rng=dropout_rng, **given)
         return losses.score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous,
                                           reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps)
 
     def step_fn(state: TrainState, batch, frozen=None):
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
         x0 = scaler(batch["image"]) if encode is None else encode(batch["image"], frozen)
-        labels = batch["label"] if num_classes > 0 else None
+        if prompt is not None:
+            condition, null = batch["tokens"], prompt.empty_tokens
+        else:
+            condition, null = (batch["label"] if num_classes > 0 else None), num_classes
         given = {} if conditions is None else conditions(batch, frozen)
         if not train:
-            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels, given)
-        if labels is not None and label_dropout > 0:
-            labels = losses.drop_labels(label_rng, labels, num_classes, label_dropout)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, labels, given)
+            return loss_fn(state.ema_params, state.model_state, step_rng, x0, condition, given, frozen)
+        if condition is not None and label_dropout > 0:
+            condition = losses.drop_labels(label_rng, condition, null, label_dropout)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, condition, given,
+                                                  frozen)
         return apply_gradients(state, loss, grads, optimizer, rng, ema_rate)
 
     return step_fn
 
 
 def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scaler=lambda x: x, encode=None,
-                        conditions=None):
+                        conditions=None, prompt=None):
     """get_step_fn with its options read from config.training / config.model."""
     t = config.training
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
                        num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
-                       conditions=conditions)
+                       conditions=conditions, prompt=prompt)
 
 
-def init_state(config, model, optimizer, seed_rng=None) -> TrainState:
-    """The fresh train state of `model`: params from the first key of PRNGKey(config.seed), rng the second."""
-    init_rng, state_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None else seed_rng, 3)
-    return create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
+def init_state(config, model, optimizer, seed_rng=None, prompt=None) -> TrainState:
+    """The fresh train state of `model` (with `prompt`'s text tower when it is trained jointly): params from
+    the first key of PRNGKey(config.seed), rng the second."""
+    init_rng, state_rng, text_rng = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None
+                                                     else seed_rng, 3)
+    variables = models.init_model(init_rng, config, model)
+    variables = variables if prompt is None else prompt.init(text_rng, variables)
+    return create_train_state(state_rng, variables, optimizer)
 
 
-def restore_train_state(checkpointer, step: int, config, model, mesh) -> TrainState:
+def restore_train_state(checkpointer, step: int, config, model, mesh, prompt=None) -> TrainState:
     """The train state of periodic checkpoint `step`, replicated on the mesh, for sampling and evaluation."""
-    return checkpointer.restore(step, abstract_like(lambda: init_state(config, model, get_optimizer(config.optim)),
-                                                    mesh))
+    return checkpointer.restore(step, abstract_like(
+        lambda: init_state(config, model, get_optimizer(config.optim), prompt=prompt), mesh))
 
 
-def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None):
+def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None, prompt=None):
     """jit(rng, variables, labels=None, known=None, **conditions) -> samples in [0, 1], (num_samples, H, W, C),
     with the sampler of config.sampling; `conditions` are the network's further inputs (get_score_fn's);
     decode(x) -> images in [0, 1] maps a latent model's samples to pixels (by default x is mapped back by the
-    data inverse scaler and clipped).
+    data inverse scaler and clipped). With `prompt` (models.prompt) the labels are token ids (num_samples, L)
+    and variables' params hold the text tower too (a frozen one merged in).
 
     The output is sharded over the mesh's batch axis, and XLA partitions the whole
     sampling loop accordingly: each device integrates num_samples / devices samples.
@@ -119,8 +138,12 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables, labels=default_labels, known=None, **conditions):
         def score_fn_for_labels(y):
-            return models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous,
-                                       labels=y, **conditions)
+            if prompt is None:
+                return models.get_score_fn(sde, model, variables, train=False,
+                                           continuous=config.training.continuous, labels=y, **conditions)
+            params, context = prompt.split(variables["params"], y)
+            return models.get_score_fn(sde, model, {**variables, "params": params}, train=False,
+                                       continuous=config.training.continuous, context=context, **conditions)
 
         score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
         x, _ = get_sampler(known)(rng, score_fn)
@@ -148,7 +171,7 @@ class ScoreTask:
     def __init__(self, config, workdir: str):
         mesh = parallel.make_mesh()
         space = latent.score_space(config)
-        self.net_config, self.frozen, self.frozen_record = space.net_config, space.frozen, space.record
+        self.net_config = space.net_config
         validate_train_config(self.net_config)
         parallel.check_divisible("training.snapshot_num_samples", config.training.snapshot_num_samples, mesh.size)
         self.config, self.workdir = config, workdir
@@ -161,27 +184,49 @@ class ScoreTask:
         if space.latents is not None:
             logging.info("Latent score model on %s latents of %s (scale %.4g).", space.latents.shape,
                          space.latents.folder, space.latents.scale)
+        t = config.training
+        self.prompt = self._prompts = None
+        text_frozen, text_record = None, {}
+        if config.text.conditional:  # captions reach the steps as token ids, the snapshot draws test captions
+            captions = getattr(self.train_data.source, "captions", None)
+            if captions is None:
+                raise ConfigError(f"config.text.conditional needs captioned images; config.data.dataset="
+                                  f"{config.data.dataset!r} has none ('mnist_pairs', 'caption_folder', "
+                                  f"'caption_table' have).")
+            self.tokenizer, self.prompt, text_frozen, text_record = text.prompt_conditioning(config, workdir, captions)
+            self.train_data, self.eval_data = (dataclasses.replace(d, tokenizer=self.tokenizer)
+                                               for d in (self.train_data, self.eval_data))
+            self._prompts = list(self.eval_data.source.captions[:t.snapshot_num_samples])
+        # the loop's frozen parameters: a latent model's autoencoder and/or a frozen text tower, each recorded
+        self.frozen = {**(space.frozen or {}), **(text_frozen or {})} or None
+        self.frozen_record = ({"latent": space.record, "text": text_record} if space.record and text_record
+                              else space.record or text_record)
         scaler = datasets.get_data_scaler(config)
         self.train_step = step_fn_from_config(config, self.sde, self.model, train=True, optimizer=self.optimizer,
-                                              scaler=scaler, encode=space.encode)
+                                              scaler=scaler, encode=space.encode, prompt=self.prompt)
         self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
-                                             encode=space.encode)
-        t = config.training
+                                             encode=space.encode, prompt=self.prompt)
         self._sample_fn = make_sample_fn(self.net_config, self.sde, self.model, t.snapshot_num_samples, mesh,
-                                         decode=space.decode) if t.snapshot_sampling else None
+                                         decode=space.decode, prompt=self.prompt) if t.snapshot_sampling else None
         self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
 
     def init_state(self) -> TrainState:
-        return init_state(self.net_config, self.model, self.optimizer)
+        return init_state(self.net_config, self.model, self.optimizer, prompt=self.prompt)
 
     def snapshot(self, state: TrainState, step: int) -> None:
         if self._sample_fn is None:
             return
-        images = parallel.gather(self._sample_fn(jax.random.fold_in(self._sample_rng, step), state.ema_variables))
+        rng = jax.random.fold_in(self._sample_rng, step)
+        if self.prompt is None:
+            images = parallel.gather(self._sample_fn(rng, state.ema_variables))
+        else:
+            variables = self.prompt.variables(state.ema_variables, self.frozen)
+            images = parallel.gather(self._sample_fn(rng, variables, jnp.asarray(self.tokenizer(self._prompts))))
         if jax.process_index() == 0:
             path = write_samples(images, self.workdir, step, nrow=self.config.model.num_classes or None)
+            if self._prompts:
+                atomic_write_text(path[:-4] + ".txt", "\n".join(self._prompts) + "\n")
             logging.info("Step %d: samples written to %s", step, path)
 
     def finish(self, state: TrainState) -> None:
         """Nothing beyond the last periodic checkpoint and its grid."""
-

@@ -1,0 +1,102 @@
+"""Does a prompt's word order reach the image? The text-conditioned U-Net on 'mnist_pairs', CLIP's text
+transformer against the bag-of-words control, for classifier-free guidance weights 0, 1, 3.
+
+    python -m benchmarks.text2img_pairs [--steps 3000 --classifier_steps 1000 --prompts 10 --samples 4
+                                         --sampling_steps 100 --image_size 28 --workdir runs/text2img_pairs]
+
+Everything trains through the one loop and samples through --mode sample's prompt path (modes/prompts.py);
+each run lives in <workdir>/<name>, so a rerun resumes or reuses it:
+
+1. the domain classifier on MNIST digits at 28 px (what --mode train_classifier trains);
+2. configs/text/unet_mnist_pairs.py with each text tower, `--steps` steps;
+3. for `--prompts` random prompts "a l left of a r" (l != r) and their order-swapped twins "a r left of a l",
+   `--samples` samples each, at each guidance weight, DDIM with `--sampling_steps` steps.
+
+Each sample's left and right digit squares (the middle rows of each half; resized to 28 px) are classified.
+Columns: left / right = the fraction whose digit there is the prompt's; both = both right; swapped = the
+fraction showing the prompt's two digits in the other order (a model blind to order lands here as often as
+on "both"). Prompts and their swapped twins are pooled; the 'swap' rows give the twins alone.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax
+import numpy as np
+
+from configs.default_mnist import get_default_configs
+from configs.text import unet_mnist_pairs
+from data_sources.captioned import pair_caption
+from data_sources.preprocess import resize_images
+from modes.prompts import sample_prompts
+from tasks.classifier import ClassifierTask
+from tasks.score import ScoreTask
+from training import loop
+
+
+def digit_classifier(workdir: str, steps: int):
+    """predict(uint8 (N, 28, 28, 1)) -> digit (N,), by the domain classifier trained on MNIST at 28 px."""
+    config = get_default_configs()
+    config.classifier.n_iters = steps
+    task = ClassifierTask(config, workdir)
+    params = loop.train(task).params
+    logits = jax.jit(lambda x: task.model.apply({"params": params}, x)["logits"])
+    return lambda images: np.argmax(np.asarray(logits(images / np.float32(255))), axis=-1)
+
+
+def halves(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The left and right digit squares of mnist_pairs images (N, S, S, 1): rows S/4..3S/4 of each half."""
+    s = images.shape[1]
+    rows = images[:, s // 4:s // 4 + s // 2]
+    return tuple(resize_images(part, 28, 1) for part in (rows[:, :, :s // 2], rows[:, :, s // 2:]))
+
+
+def scores(predict, images, digits) -> dict[str, float]:
+    """left, right, both, swapped fractions for images drawn for prompts of (left, right) digits (N, 2)."""
+    left, right = (predict(h) for h in halves(images))
+    return {"left": np.mean(left == digits[:, 0]), "right": np.mean(right == digits[:, 1]),
+            "both": np.mean((left == digits[:, 0]) & (right == digits[:, 1])),
+            "swapped": np.mean((left == digits[:, 1]) & (right == digits[:, 0]))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--classifier_steps", type=int, default=1000)
+    parser.add_argument("--prompts", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--sampling_steps", type=int, default=100)
+    parser.add_argument("--image_size", type=int, default=28)
+    parser.add_argument("--workdir", default="runs/text2img_pairs")
+    args = parser.parse_args()
+    predict = digit_classifier(os.path.join(args.workdir, "classifier"), args.classifier_steps)
+    rng = np.random.default_rng(0)
+    pairs = [(int(a), int(b)) for a, b in (rng.choice(10, 2, replace=False) for _ in range(args.prompts))]
+    pairs += [(b, a) for a, b in pairs]  # the order-swapped twins
+    print(f"mnist_pairs {args.image_size}px, {args.steps} steps, {len(pairs)} prompts x {args.samples} samples, "
+          f"DDIM {args.sampling_steps} steps, {jax.devices()[0].platform}")
+    print(f"{'tower':>13} {'w':>3} {'prompts':>8} {'left':>6} {'right':>6} {'both':>6} {'swapped':>8}")
+    for tower in ("transformer", "bag_of_words"):
+        config = unet_mnist_pairs.get_config()
+        config.data.image_size, config.text.tower = args.image_size, tower
+        config.training.n_iters = config.training.snapshot_freq = args.steps
+        config.training.snapshot_sampling = False
+        workdir = os.path.join(args.workdir, tower)
+        loop.train(ScoreTask(config, workdir))
+        s = config.sampling
+        s.prompt, s.num_samples, s.num_steps = "|".join(pair_caption(a, b) for a, b in pairs), args.samples, \
+            args.sampling_steps
+        digits = np.repeat(np.array(pairs), args.samples, axis=0)
+        for w in (0.0, 1.0, 3.0):
+            s.guidance, s.guidance_weight = ("cfg" if w else "none"), w
+            images = np.load(sample_prompts(config, workdir, "benchmark"))["image"]
+            twins = np.arange(len(digits)) >= len(digits) // 2
+            for name, sel in (("all", slice(None)), ("swap", twins)):
+                row = scores(predict, images[sel], digits[sel])
+                print(f"{tower:>13} {w:>3g} {name:>8} " + " ".join(f"{row[k]:>6.3f}" for k in
+                                                                    ("left", "right", "both")) + f" {row['swapped']:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
