@@ -1,8 +1,9 @@
 """The score model as a task of the training loop (training/loop.py), and its sampling for snapshots.
 
-Train step: one optimizer step on the denoising score-matching loss of losses.score_matching_loss (with the
-batch's class labels, a fraction label_dropout of them replaced by the null label, for a class-conditional
-model), then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
+Train step: one optimizer step on the loss config.training.loss: the denoising score-matching loss of
+losses.score_matching_loss ('dsm'), or the discrete VP chain's bound 'vlb' or 'hybrid' loss (losses/chain.py; with
+vlb_sampling='importance' the step also appends its terms to the history in model_state), with the batch's class
+labels (a fraction label_dropout of them replaced by the null label) for a class-conditional model; then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
 against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
 config.sampling from the EMA parameters, under workdir/samples/.
 """
@@ -20,6 +21,7 @@ from absl import logging
 import datasets
 import losses
 import models
+from losses import chain
 import samplers
 import sde_lib
 from training import parallel
@@ -33,31 +35,46 @@ from training.writers import save_image_grid
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
-                num_classes: int = 0, label_dropout: float = 0.0):
+                num_classes: int = 0, label_dropout: float = 0.0, loss: str = "dsm", vlb_sampling: str = "uniform",
+                vlb_lambda: float = 1e-3):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)}:
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
-    train=False -> the loss of the EMA parameters."""
+    train=False -> the loss of the EMA parameters. `loss` is config.training.loss (module docstring)."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
-    losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
+    # Now, not when the first step is traced.
+    learned = models.has_learned_variance(model.config)
+    chain.check_options(sde, loss, continuous, learned, vlb_sampling)
+    losses.check_options(sde, continuous, likelihood_weighting)
+    importance = vlb_sampling == "importance"
 
     def loss_fn(params, model_state, rng, x0, labels):
+        """(loss, the vlb loss's (i, L_i) or None)."""
         dropout_rng, loss_rng = jax.random.split(rng)
-        score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
-                                       continuous=continuous, rng=dropout_rng, labels=labels)
-        return losses.score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous,
-                                          reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps)
+        fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train, continuous=continuous,
+                                 rng=dropout_rng, labels=labels, with_variance=learned)
+        if loss == "vlb":
+            return chain.vlb_loss(loss_rng, fn, x0, sde, learned, model_state[chain.HISTORY] if importance else None)
+        if loss == "hybrid":
+            return chain.hybrid_loss(loss_rng, fn, x0, sde, vlb_lambda), None
+        return losses.score_matching_loss(loss_rng, fn, x0, sde, continuous=continuous, reduce_mean=reduce_mean,
+                                          likelihood_weighting=likelihood_weighting, eps=eps), None
 
     def step_fn(state: TrainState, batch, frozen=None):
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
         x0 = scaler(batch["image"])
         labels = batch["label"] if num_classes > 0 else None
         if not train:
-            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels)
+            return loss_fn(state.ema_params, state.model_state, step_rng, x0, labels)[0]
         if labels is not None and label_dropout > 0:
             labels = losses.drop_labels(label_rng, labels, num_classes, label_dropout)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, labels)
-        return apply_gradients(state, loss, grads, optimizer, rng, ema_rate)
+        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.model_state, step_rng,
+                                                                        x0, labels)
+        state, value = apply_gradients(state, value, grads, optimizer, rng, ema_rate)
+        if importance:
+            history = chain.update_history(state.model_state[chain.HISTORY], aux, jnp.isfinite(value))
+            state = state.replace(model_state={**state.model_state, chain.HISTORY: history})
+        return state, value
 
     return step_fn
 
@@ -67,13 +84,18 @@ def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scal
     t = config.training
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
-                       num_classes=config.model.num_classes, label_dropout=t.label_dropout)
+                       num_classes=config.model.num_classes, label_dropout=t.label_dropout, loss=t.loss,
+                       vlb_sampling=t.vlb_sampling, vlb_lambda=t.vlb_lambda)
 
 
 def init_state(config, model, optimizer, seed_rng=None) -> TrainState:
-    """The fresh train state of `model`: params from the first key of PRNGKey(config.seed), rng the second."""
+    """The fresh train state of `model`: params from the first key of PRNGKey(config.seed), rng the second; with
+    training.vlb_sampling='importance', the empty history of the vlb loss's terms in model_state."""
     init_rng, state_rng, _ = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None else seed_rng, 3)
-    return create_train_state(state_rng, models.init_model(init_rng, config, model), optimizer)
+    variables = models.init_model(init_rng, config, model)
+    if config.training.vlb_sampling == "importance":
+        variables = {**variables, chain.HISTORY: chain.init_history(sde_lib.from_config(config))}
+    return create_train_state(state_rng, variables, optimizer)
 
 
 def restore_train_state(checkpointer, step: int, config, model, mesh) -> TrainState:
@@ -141,6 +163,7 @@ class ScoreTask:
         self.schedule = Schedule.from_config(config)
         self.sde = sde_lib.from_config(config)
         self.model = models.get_model(config)
+        models.check_learned_variance(config, self.model)
         self.optimizer = get_optimizer(config.optim)
         self.learning_rate = learning_rate_schedule(config.optim)
         self.train_data, self.eval_data = datasets.get_dataset(config)
