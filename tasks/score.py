@@ -112,7 +112,8 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     sampling loop accordingly: each device integrates num_samples / devices samples.
     labels (num_samples,) gives each sample's class; by default a class-conditional model draws
     sample i from class i mod num_classes. guide(score_fn_for_labels, labels) -> score_fn applies guidance
-    (samplers.guidance); by default the plain (conditional) score. observe(known) -> LinearObservation makes
+    (samplers.guidance); by default the plain (conditional) score. A learned-variance model's variance (of the
+    labels) goes to the samplers that take one (samplers.takes_variance). observe(known) -> LinearObservation makes
     the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1].
     """
     d = config.data
@@ -133,7 +134,12 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
                                        labels=y)
 
         score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
-        x, _ = get_sampler(known)(rng, score_fn)
+        sampler = get_sampler(known)
+        if models.has_learned_variance(config) and samplers.takes_variance(sampler):
+            x, _ = sampler(rng, score_fn, models.get_variance_fn(sde, model, variables,
+                                                                 continuous=config.training.continuous, labels=labels))
+        else:
+            x, _ = sampler(rng, score_fn)
         return jnp.clip(inverse_scaler(x), 0.0, 1.0)
 
     return sample
