@@ -5,7 +5,8 @@
 Trains the tiny MNIST DDPM of configs/vp/ddpm_mnist.py twice on a chain of num_scales steps (same seed, data and
 schedule): with L_simple (training.loss 'dsm', reduce_mean) and with
 
-    L_hybrid = L_simple + 0.001 L_vlb,   model.learned_variance = True (Sigma_theta = exp(v log beta + (1 - v) log beta~)),
+    L_hybrid = L_simple + 0.001 L_vlb,   model.learned_variance = True,
+    Sigma_theta = exp(v log beta + (1 - v) log beta~),
 
 then prints --mode eval's figures of each final checkpoint (EMA parameters):
     bound_bpd   the chain's variational bound in bits/dim over the test split, exact over t (losses/vlb.py), with

@@ -89,9 +89,9 @@ def check_bound(config, sde) -> None:
                           f"{type(sde).__name__} (config.training.sde={config.training.sde!r}); use enable_bpd.")
     d = config.data
     if d.uniform_dequantization or not d.centered:
-        raise ConfigError("config.eval.enable_bound: the bound is of 8-bit data in [-1, 1], but the model sees "
-                          f"continuous data (data.uniform_dequantization={d.uniform_dequantization}, data.centered="
-                          f"{d.centered}); it needs uniform_dequantization=False and centered=True, or use enable_bpd.")
+        raise ConfigError(f"config.eval.enable_bound: the bound is of 8-bit data in [-1, 1], not the continuous or "
+                          f"[0, 1] data this model sees (data.uniform_dequantization={d.uniform_dequantization}, "
+                          f"data.centered={d.centered}; it needs False and True); use enable_bpd.")
 
 
 def quality(feats, logits, ref, config, num_classes: int) -> dict:
@@ -205,8 +205,8 @@ def _image_rounds(config, fn, state, mesh, k: int, folder: str, name: str, datas
     if jax.process_index() != 0:
         return None
     values = np.concatenate([r[name] for r in rounds])[np.concatenate([r["mask"] for r in rounds]) > 0]
-    return {"dataset": dataset, "num_images": len(values), name: float(np.mean(values)),
-            f"{name}_std_err": float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan"),
+    std_err = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return {"dataset": dataset, "num_images": len(values), name: float(np.mean(values)), f"{name}_std_err": std_err,
             "mean_nfe": float(np.mean([r["nfe"] for r in rounds]))}
 
 

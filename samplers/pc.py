@@ -141,11 +141,12 @@ class AncestralSamplingPredictor(_DiscreteChainPredictor):
         return x_mean + batch_mul(std, jax.random.normal(rng, x.shape)), x_mean
 
     def _log_variances(self, i):
-        """(log beta_i, log beta~_max(i, 1)) of the VP chain's step i -> i - 1 (x_{-1} = x_0: alpha 1, sigma 0)."""
+        """(log beta_i, log beta~_max(i, 1)) of the VP chain's step i -> i - 1 (step 0 lands on x_0: alpha = 1)."""
         coeffs = self.sde.discrete_marginal_coeffs
-        (alpha, sigma), (alpha_prev, sigma_prev) = coeffs(i), coeffs(jnp.maximum(i - 1, 0))
-        log_beta, _ = step_log_variances(alpha, sigma, jnp.where(i > 0, alpha_prev, 1.0), sigma_prev)
-        return log_beta, step_log_variances(*coeffs(jnp.maximum(i, 1)), *coeffs(jnp.maximum(i - 1, 0)))[1]
+        alpha, sigma = coeffs(i)
+        alpha_prev, sigma_prev = coeffs(jnp.maximum(i - 1, 0))
+        log_beta = step_log_variances(alpha, sigma, jnp.where(i > 0, alpha_prev, 1.0), sigma_prev)[0]
+        return log_beta, step_log_variances(*coeffs(jnp.maximum(i, 1)), alpha_prev, sigma_prev)[1]
 
 
 @dataclasses.dataclass(frozen=True)

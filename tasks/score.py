@@ -3,8 +3,8 @@
 Train step: one optimizer step on the loss config.training.loss: the denoising score-matching loss of
 losses.score_matching_loss ('dsm'), or the discrete VP chain's bound 'vlb' or 'hybrid' loss (losses/chain.py; with
 vlb_sampling='importance' the step also appends its terms to the history in model_state), with the batch's class
-labels (a fraction label_dropout of them replaced by the null label) for a class-conditional model; then the EMA update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards
-against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
+labels (a fraction label_dropout of them replaced by the null label) for a class-conditional model; then the EMA
+update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
 config.sampling from the EMA parameters, under workdir/samples/.
 """
 from __future__ import annotations

@@ -18,6 +18,7 @@ import training.state as training_state
 from configs.ve import ncsnv2_cifar10
 from losses import chain, vlb
 from modes.evaluate import check_bound, evaluate
+from samplers.pc import AncestralSamplingPredictor
 from tasks.score import init_state, restore_train_state, step_fn_from_config
 from training import parallel
 from training.checkpoint import Checkpointer
@@ -111,6 +112,10 @@ def test_samplers_interpolate_the_learned_variance_between_the_chains_bounds():
     assert np.all(np.isfinite(plain))
     np.testing.assert_allclose(pc(rng, score_fn, ones)[0], plain, rtol=1e-4, atol=1e-5)
     assert np.max(np.abs(pc(rng, score_fn, zeros)[0] - plain)) > 1e-3
+    log_beta, log_beta_tilde = AncestralSamplingPredictor(sde, score_fn, 40)._log_variances(jnp.arange(40))
+    table = vlb.DiscreteChain.from_sde(sde)  # the bounds the training loss interpolates
+    np.testing.assert_allclose(log_beta, np.log(table.betas), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(log_beta_tilde, table.posterior_log_variance, rtol=1e-4, atol=1e-5)
     ddim = samplers.get_sampler("ddim", sde, shape, eta=1.0, num_steps=7)
     np.testing.assert_allclose(ddim(rng, score_fn, zeros)[0], ddim(rng, score_fn)[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="VESDE has none"):
@@ -160,7 +165,7 @@ def test_refusals_are_one_line_and_touch_nothing(bound_workdir, tmp_path):
         models.check_learned_variance(config)
 
     for change, match in [({"training.sde": "vesde"}, "VP SDE, not VESDE"),
-                          ({"data.uniform_dequantization": True}, "continuous data")]:
+                          ({"data.uniform_dequantization": True}, r"8-bit data in \[-1, 1\]")]:
         config = learned_config()
         config.eval.update(enable_loss=False, enable_bound=True)
         for field, value in change.items():
