@@ -16,8 +16,8 @@ import samplers
 import sde_lib
 import training.state as training_state
 from configs.ve import ncsnv2_cifar10
-from losses import chain, vlb
-from modes.evaluate import check_bound, evaluate
+from losses import chain, vdm, vlb
+from modes.evaluate import check_bound, evaluate, make_bound_fn
 from samplers.pc import AncestralSamplingPredictor
 from tasks.score import init_state, restore_train_state, step_fn_from_config
 from training import parallel
@@ -156,6 +156,23 @@ def test_eval_bound_is_vlb_bound_bpd_of_the_test_images(bound_workdir):
                                                   "learned"))(images, rng)
     assert result["bound_bpd"]["num_images"] == 179 and result["bound_bpd"]["mean_nfe"] == N
     assert result["bound_bpd"]["bound_bpd"] == pytest.approx(float(np.mean(expected)), rel=1e-5)
+
+
+def test_continuous_time_bound_is_vdm_bound_bpd_on_the_sdes_time():
+    """make_bound_fn of a continuous-time VP model: vdm.bound_bpd with eps_hat(z, t) the network's eps at
+    s = eps + (T - eps) t (label 999 s), by hand."""
+    config = learned_config("dsm")
+    config.model.learned_variance, config.training.continuous = False, True
+    sde, model = sde_lib.from_config(config), models.get_model(config)
+    variables = perturbed_variables(config, model)
+    images = datasets.load_split(config, "test", host_index=0, host_count=1).images[:4]
+    rng = jax.random.PRNGKey(5)
+    bound, nfe = make_bound_fn(config, sde, model)(rng, variables, images / np.float32(255))
+    s_of = lambda t: 1e-5 + (sde.T - 1e-5) * t
+    eps_fn = lambda z, t: model.apply(variables, z, 999.0 * s_of(t))
+    expected = vdm.bound_bpd(eps_fn, images, vdm.vp_sde_gamma(sde, 1e-5), rng)
+    assert nfe == 1
+    np.testing.assert_allclose(bound, expected, rtol=1e-5)
 
 
 def test_refusals_are_one_line_and_touch_nothing(bound_workdir, tmp_path):
