@@ -32,6 +32,12 @@ def get_base_config():
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
     # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder' | 'controlnet' | 'clip'
     training.task = "score"
+    # new: the score model's loss, "dsm" (denoising score matching, score_sde's; L_simple for DDPM) | "vlb" (the
+    # discrete VP chain's variational bound, bits/dim) | "hybrid" (L_simple + vlb_lambda L_vlb, Nichol & Dhariwal;
+    # needs model.learned_variance); "vlb" and "hybrid" need training.continuous=False and a VP SDE
+    training.loss = "dsm"
+    training.vlb_sampling = "uniform"  # new: "vlb" loss's t, "uniform" | "importance" (p_t ~ sqrt(E[L_t^2]))
+    training.vlb_lambda = 0.001  # new: "hybrid" loss's lambda
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -93,6 +99,9 @@ def get_base_config():
     evaluate.bpd_rtol = 1e-5  # new: tolerances of the likelihood's probability-flow ODE solve
     evaluate.bpd_atol = 1e-5
     evaluate.bpd_eps = 1e-5  # new: time the likelihood starts the ODE from
+    # new: also report 'bound_bpd', the variational bound's bits/dim of 8-bit data over the test split (the
+    # discrete chain's exact sum over t for training.continuous=False, VDM's continuous bound otherwise; VP only)
+    evaluate.enable_bound = False
 
     # new: the domain classifier (evaluation/classifier.py; --mode train_classifier), whose features measure
     # sample quality where Inception weights are absent
@@ -201,6 +210,10 @@ def get_base_config():
     # new: what the network predicts, "default" (the SDE's, as score_sde: "epsilon" for VP / sub-VP, "score"
     # for VE) | "epsilon" | "x0" | "v" (alpha eps - sigma x_0; SD 2.x 768) | "score" (models/score_fn.py)
     model.prediction = "default"
+    # new: the network also outputs Nichol & Dhariwal's v (2C channels: eps, then v), the reverse step's
+    # log Sigma = v log beta_t + (1 - v) log beta~_t, trained by the "vlb" / "hybrid" loss, used by the ancestral
+    # and DDIM samplers (ddpm and ncsnpp networks)
+    model.learned_variance = False
 
     config.optim = optim = ml_collections.ConfigDict()
     optim.optimizer = "Adam"

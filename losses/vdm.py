@@ -44,6 +44,14 @@ def vp_sde_gamma(sde, eps: float = 1e-5) -> Callable:
     return lambda t: -2.0 * sde.log_snr(eps + (sde.T - eps) * t)
 
 
+def vp_sde_eps_fn(sde, score_fn, eps: float = 1e-5) -> Callable:
+    """eps_hat(z, t) = -sigma_s score_fn(z, s), s = eps + (T - eps) t: an sde_lib.VPSDE score model on VDM's t."""
+    def eps_fn(z, t):
+        s = eps + (sde.T - eps) * t
+        return -_per_example(sde.marginal_coeffs(s)[1], z) * score_fn(z, s)
+    return eps_fn
+
+
 def _sum_dims(x):
     return jnp.sum(jnp.reshape(x, (x.shape[0], -1)), axis=-1)
 

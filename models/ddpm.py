@@ -17,8 +17,9 @@ class DDPM(nn.Module):
     data range (B, H, W, C) and time_cond (B,) the noise conditioning chosen by
     `models.get_score_fn` (a timestep index or 999 t for VP, sigma(t) for VE).
     With config.model.num_classes > 0, labels (B,) add a class embedding to the
-    time embedding (None: the null label). The output has the shape of x, in
-    float32; `get_score_fn` turns it into a score.
+    time embedding (None: the null label). The output has the shape of x (2C
+    channels with config.model.learned_variance), in float32; `get_score_fn`
+    turns it into a score.
     """
 
     config: ml_collections.ConfigDict
@@ -65,4 +66,4 @@ class DDPM(nn.Module):
         assert not hs
 
         h = act(layers.group_norm(h, groups))
-        return layers.conv3x3(h, x.shape[-1], init_scale=0.0).astype(jnp.float32)
+        return layers.conv3x3(h, layers.output_channels(self.config, x.shape[-1]), init_scale=0.0).astype(jnp.float32)

@@ -31,6 +31,12 @@ def choice(config, field: str, choices) -> str:
     return value
 
 
+def output_channels(config, channels: int) -> int:
+    """Channels of a score network's output for data of `channels`: C, or 2C with config.model.learned_variance
+    (eps, then Nichol & Dhariwal's v; models/score_fn.py splits them)."""
+    return 2 * channels if config.model.get("learned_variance", False) else channels
+
+
 def compute_dtype(config):
     """The activation dtype named by config.model.dtype ('float32' or 'bfloat16')."""
     return DTYPES[choice(config, "dtype", DTYPES)]

@@ -60,7 +60,8 @@ def _options(config) -> _Options:
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
-    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False) -> (B, H, W, C) float32.
+    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False) -> (B, H, W, C) float32
+    (2C channels with config.model.learned_variance).
 
     time_cond (B,) is the noise conditioning of models.noise_conditioning (999 t, sigma(t)
     or a step index); labels (B,) class labels when config.model.num_classes > 0.
@@ -74,7 +75,7 @@ class NCSNpp(nn.Module):
         opts = _options(self.config)
         act = layers.get_act(self.config)
         dtype = layers.compute_dtype(self.config)
-        nf, ch_mult, channels = m.nf, tuple(m.ch_mult), x.shape[-1]
+        nf, ch_mult, channels = m.nf, tuple(m.ch_mult), layers.output_channels(self.config, x.shape[-1])
         num_levels = len(ch_mult)
         fir = dict(fir=m.fir, fir_kernel=tuple(m.fir_kernel))
         groups = layers.norm_groups(self.config)

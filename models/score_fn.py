@@ -67,8 +67,28 @@ def prediction_of(config, sde: sde_lib.SDE) -> str:
     return prediction
 
 
+def has_learned_variance(config) -> bool:
+    """Whether the network outputs Nichol & Dhariwal's v beside its prediction (config.model.learned_variance)."""
+    return bool(config.model.get("learned_variance", False))
+
+
+def check_learned_variance(config, model=None) -> None:
+    """ValueError unless a learned-variance network outputs the 2C channels it needs (traced, not run)."""
+    if not has_learned_variance(config):
+        return
+    model = model if model is not None else get_model(config)
+    channels = config.data.num_channels
+    out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros(
+        (1, config.data.image_size, config.data.image_size, channels)), jnp.zeros((1,)))[0])
+    if out.shape[-1] != 2 * channels:
+        raise ValueError(f"config.model.learned_variance=True needs a network that outputs 2C = {2 * channels} "
+                         f"channels, but config.model.name={config.model.name!r} outputs {out.shape[-1]}; use "
+                         f"'ddpm' or 'ncsnpp', or set learned_variance=False.")
+
+
 def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, continuous: bool = True,
-                 rng: jax.Array | None = None, labels: jax.Array | None = None, **conditions):
+                 rng: jax.Array | None = None, labels: jax.Array | None = None, with_variance: bool = False,
+                 **conditions):
     """score_fn(x, t) -> grad_x log p_t(x | condition) estimated by `model` with `variables`.
 
     `rng` feeds dropout when train=True; `labels` are class labels for a
@@ -76,17 +96,38 @@ def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, contin
     network's other keyword inputs the score function closes over, e.g. `context`
     (a prompt's encoder states, (B, L, D)) or `control` (ControlNet residuals); those
     given as None are not passed, so networks without such inputs take the same call.
+
+    A learned-variance network (config.model.learned_variance) outputs 2C channels: the score is made from the
+    first C; with_variance=True returns fn(x, t) -> (score, v) from one network call, v = (v_raw + 1) / 2 from
+    the last C, the fraction of the reverse step's log Sigma = v log beta + (1 - v) log beta~ (get_variance_fn).
     """
     if train and rng is None:
         raise ValueError("get_score_fn(train=True) needs an rng for dropout.")
+    learned = has_learned_variance(model.config)
+    if with_variance and not learned:
+        raise ValueError("with_variance=True needs a learned-variance model (config.model.learned_variance=True).")
     scale_by_sigma = model.config.model.get("scale_by_sigma", False)
     prediction = prediction_of(model.config, sde)
     given = {name: value for name, value in conditions.items() if value is not None}
 
-    def score_fn(x, t):
+    def score_and_variance(x, t):
         alpha, sigma = sde.perturbation_coeffs(t, continuous)
         out = model.apply(variables, x, sde.noise_label(t, continuous), labels=labels, train=train,
                           rngs={"dropout": rng} if train else None, **given).astype(jnp.float32)
-        return score_from_prediction(prediction, out, x, alpha, sigma, scale_by_sigma)
+        channels = x.shape[-1]
+        score = score_from_prediction(prediction, out[..., :channels] if learned else out, x, alpha, sigma,
+                                      scale_by_sigma)
+        return score, (0.5 * (out[..., channels:] + 1.0) if learned else None)
 
-    return score_fn
+    if with_variance:
+        return score_and_variance
+    return lambda x, t: score_and_variance(x, t)[0]
+
+
+def get_variance_fn(sde: sde_lib.SDE, model, variables, continuous: bool = True,
+                    labels: jax.Array | None = None, **conditions):
+    """variance_fn(x, t) -> v (B, ...) of a learned-variance model (get_score_fn's, at train=False): what the
+    samplers that draw a variance (pc's ancestral predictor, DDIM with eta > 0) take beside score_fn. Called
+    with score_fn at the same (x, t) in one jit, the two network calls are one (XLA's CSE)."""
+    fn = get_score_fn(sde, model, variables, continuous=continuous, labels=labels, with_variance=True, **conditions)
+    return lambda x, t: fn(x, t)[1]

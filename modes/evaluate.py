@@ -11,6 +11,7 @@ For each checkpoint k, workdir/<eval_folder>/ receives
     ckpt_<k>_samples.png        a grid of the first 64 samples
     ckpt_<k>/samples_<r>.npz    round r of sampling: uint8 images + features + logits
     ckpt_<k>/bpd_<r>.npz        round r of bits/dim: per-example bpd and mask
+    ckpt_<k>/bound_bpd_<r>.npz  round r of the variational bound's bits/dim: per-example bound_bpd and mask
 The rounds (config.eval.batch_size samples, or one batch of the bpd split, each) make the evaluation
 resumable: a killed eval, rerun with the same command, continues at the first unfinished round, and the
 result is the same as an uninterrupted run's, because round r's randomness is a function of
@@ -21,7 +22,11 @@ score_sde); `samples` (FD, KID +- its standard error, IS, and with the domain cl
 histogram, against the train split's statistics); `real_test` (the same for the held-out test split
 against the train split: the noise floor a perfect model would reach with that many images, and the
 classifier's test accuracy); `bpd` (bits/dim over config.eval.bpd_dataset with the probability-flow
-likelihood, mean and standard error over images).
+likelihood, mean and standard error over images); `bound_bpd` (config.eval.enable_bound: the variational bound's
+bits/dim of the 8-bit test images, an upper bound on their discrete NLL under the model's reverse chain: for a
+discrete-time VP model the exact sum over t of losses.vlb.bound_bpd (N network calls an image, its learned variance
+if it has one, else beta_t), for a continuous-time VP model the one-sample estimate of losses.vdm.bound_bpd;
+mean and standard error over images, as `bpd`).
 """
 from __future__ import annotations
 
@@ -29,12 +34,14 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 import datasets
 import models
 import sde_lib
+from losses import chain, vdm, vlb
 from evaluation import features as features_lib
 from evaluation import metrics
 from evaluation.resumable import run_rounds
@@ -71,8 +78,21 @@ def _validate(config, num_devices: int) -> None:
         raise ConfigError(f"config.eval.num_samples={e.num_samples} must be at least 2 for feature statistics.")
     if e.enable_bpd and e.bpd_dataset not in ("train", "test"):
         raise ConfigError(f"config.eval.bpd_dataset={e.bpd_dataset!r} must be 'train' or 'test'.")
-    if not (e.enable_loss or e.enable_sampling or e.enable_bpd):
-        raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling or enable_bpd.")
+    if not (e.enable_loss or e.enable_sampling or e.enable_bpd or e.enable_bound):
+        raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling, enable_bpd or "
+                          "enable_bound.")
+
+
+def check_bound(config, sde) -> None:
+    """ConfigError unless the variational bound is defined: a VP SDE and 8-bit data in [-1, 1]."""
+    if not isinstance(sde, sde_lib.VPSDE):
+        raise ConfigError(f"config.eval.enable_bound: the variational bound is defined here for the VP SDE, not "
+                          f"{type(sde).__name__} (config.training.sde={config.training.sde!r}); use enable_bpd.")
+    d = config.data
+    if d.uniform_dequantization or not d.centered:
+        raise ConfigError(f"config.eval.enable_bound: the bound is of 8-bit data in [-1, 1], not the continuous or "
+                          f"[0, 1] data this model sees (data.uniform_dequantization={d.uniform_dequantization}, "
+                          f"data.centered={d.centered}; it needs False and True); use enable_bpd.")
 
 
 def quality(feats, logits, ref, config, num_classes: int) -> dict:
@@ -152,27 +172,60 @@ def make_bpd_fn(config, sde, model):
     return bpd_fn
 
 
-def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
-    """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
+def make_bound_fn(config, sde, model):
+    """jit(rng, variables, images in [0, 1] on the 8-bit grid) -> (bound bits/dim (B,), network calls an image):
+    vlb.bound_bpd with the learned variance or beta_t (training.continuous=False), else vdm.bound_bpd."""
+    learned, continuous = models.has_learned_variance(config), config.training.continuous
+    eps = config.eval.bpd_eps
+
+    @jax.jit
+    def bound_fn(rng, variables, images):
+        x = jnp.round(images * 255.0)
+        fn = models.get_score_fn(sde, model, variables, continuous=continuous, with_variance=learned)
+        if continuous:
+            return vdm.bound_bpd(vdm.vp_sde_eps_fn(sde, fn, eps), x, vdm.vp_sde_gamma(sde, eps), rng), 1
+        return vlb.bound_bpd(chain.chain_eps_fn(sde, fn, learned), x, sde.discrete_betas, rng,
+                             chain.variance_of(learned)), sde.N
+
+    return bound_fn
+
+
+def _image_rounds(config, fn, state, mesh, k: int, folder: str, name: str, dataset: str, settings: dict,
+                  stream: int) -> dict:
+    """The per-image figure `name` of fn(rng, variables, images) -> (values (B,), nfe) over every image of the split
+    `dataset` (one round per batch, rng stream `stream`), mean and standard error."""
     e = config.eval
-    batches = list(datasets.load_split(config, e.bpd_dataset).ordered_batches(e.batch_size))
-    key = json_digest({"bpd": {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps",
-                                                 "batch_size")}, "data": config.data.to_dict(), "seed": config.seed,
-                       "ckpt": k, "ema": tree_digest(state.ema_variables)})
-    rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), 1)
+    batches = list(datasets.load_split(config, dataset).ordered_batches(e.batch_size))
+    key = json_digest({name: {**settings, "batch_size": e.batch_size}, "data": config.data.to_dict(),
+                       "seed": config.seed, "ckpt": k, "ema": tree_digest(state.ema_variables)})
+    rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), stream)
 
     def compute(r):
         batch = parallel.shard_batch({"image": batches[r]["image"], "mask": batches[r]["mask"]}, mesh)
-        bpd, nfe = bpd_fn(jax.random.fold_in(rngs, r), state.ema_variables, batch["image"])
-        return {"bpd": parallel.gather(bpd), "mask": parallel.gather(batch["mask"]), "nfe": np.asarray(nfe)}
+        values, nfe = fn(jax.random.fold_in(rngs, r), state.ema_variables, batch["image"])
+        return {name: parallel.gather(values), "mask": parallel.gather(batch["mask"]), "nfe": np.asarray(nfe)}
 
-    rounds = run_rounds(folder, "bpd", len(batches), key, compute, f"ckpt {k} bits/dim")
+    rounds = run_rounds(folder, name, len(batches), key, compute, f"ckpt {k} {name}")
     if jax.process_index() != 0:
         return None
-    bpd = np.concatenate([r["bpd"] for r in rounds])[np.concatenate([r["mask"] for r in rounds]) > 0]
-    return {"dataset": e.bpd_dataset, "num_images": len(bpd), "bpd": float(np.mean(bpd)),
-            "bpd_std_err": float(np.std(bpd, ddof=1) / np.sqrt(len(bpd))) if len(bpd) > 1 else float("nan"),
+    values = np.concatenate([r[name] for r in rounds])[np.concatenate([r["mask"] for r in rounds]) > 0]
+    std_err = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return {"dataset": dataset, "num_images": len(values), name: float(np.mean(values)), f"{name}_std_err": std_err,
             "mean_nfe": float(np.mean([r["nfe"] for r in rounds]))}
+
+
+def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
+    """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
+    e = config.eval
+    settings = {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps")}
+    return _image_rounds(config, bpd_fn, state, mesh, k, folder, "bpd", e.bpd_dataset, settings, 1)
+
+
+def _bound(config, bound_fn, state, mesh, k: int, folder: str) -> dict:
+    """The variational bound's bits/dim of every test image (one round per batch), mean and standard error."""
+    settings = {"continuous": config.training.continuous, "bpd_eps": config.eval.bpd_eps,
+                "learned_variance": models.has_learned_variance(config)}
+    return _image_rounds(config, bound_fn, state, mesh, k, folder, "bound_bpd", "test", settings, 2)
 
 
 def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
@@ -187,15 +240,19 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     # Everything that can reject the config, the checkpoints or the weight files runs before anything is written.
     ckpts = checkpoint_steps(config, workdir)
     space = latent.score_space(config)
-    if space.latents is not None and e.enable_bpd:
-        raise ConfigError("config.eval.enable_bpd: latent bits/dim (of the encoded test images) is not implemented "
-                          "for a latent model (config.latent.autoencoder_dir); set enable_bpd=False.")
+    if space.latents is not None and (e.enable_bpd or e.enable_bound):
+        raise ConfigError("config.eval.enable_bpd / enable_bound: latent bits/dim (of the encoded test images) is not "
+                          "implemented for a latent model (config.latent.autoencoder_dir); set both False.")
     sde = sde_lib.from_config(config)
+    if e.enable_bound:
+        check_bound(config, sde)
     model = models.get_model(space.net_config)
+    models.check_learned_variance(space.net_config, model)
     net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
     sample_fn = make_sample_fn(space.net_config, sde, model, e.batch_size, mesh,
                                decode=space.decode) if e.enable_sampling else None
     bpd_fn = make_bpd_fn(config, sde, model) if e.enable_bpd else None
+    bound_fn = make_bound_fn(config, sde, model) if e.enable_bound else None
 
     out_dir = os.path.join(workdir, eval_folder)
     is_chief = jax.process_index() == 0
@@ -229,6 +286,10 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
                 bpd = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
                 if is_chief:
                     results["bpd"] = bpd
+            if e.enable_bound:
+                bound = _bound(config, bound_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
+                if is_chief:
+                    results["bound_bpd"] = bound
             if is_chief:
                 atomic_write_json(os.path.join(out_dir, f"ckpt_{k}.json"), results)
                 logging.info("Checkpoint %d (step %d): %s", k, step, _summary(results))
@@ -247,6 +308,9 @@ def _summary(results: dict) -> str:
             parts.append(f"{name}: FD {r['fd']:.5g}{kid}, IS {r['is']:.4g} ({r['num_images']} images)")
     if "bpd" in results:
         parts.append(f"bits/dim {results['bpd']['bpd']:.4f} +- {results['bpd']['bpd_std_err']:.2g}")
+    if "bound_bpd" in results:
+        b = results["bound_bpd"]
+        parts.append(f"bound bits/dim {b['bound_bpd']:.4f} +- {b['bound_bpd_std_err']:.2g}")
     return "; ".join(parts)
 
 

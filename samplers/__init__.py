@@ -7,7 +7,7 @@ and samplers.inverse (inpainting, colorization and other linear observations, as
 """
 from configs import ConfigError
 from samplers import ddim, dpm_solver, heun, ode, pc  # noqa: F401  (each registers its sampler)
-from samplers.registry import get_sampler, register_sampler, sampler_options
+from samplers.registry import get_sampler, register_sampler, sampler_options, takes_variance
 
 # The options whose config.sampling field has another name (score_sde's); every other option is read from the
 # field of its own name.
@@ -32,4 +32,4 @@ def from_config(config, sde, shape, constraint=None):
     return get_sampler(s.method, sde, shape, **options)
 
 
-__all__ = ["get_sampler", "register_sampler", "from_config"]
+__all__ = ["get_sampler", "register_sampler", "from_config", "takes_variance"]

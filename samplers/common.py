@@ -53,6 +53,30 @@ def final_denoise(sde: sde_lib.SDE, score_fn, x, eps: float, denoise: bool):
     return denoiser(sde, score_fn, x, jnp.full((x.shape[0],), eps)), 1
 
 
+def check_variance_fn(sde: sde_lib.SDE, variance_fn) -> None:
+    """ValueError for a learned variance on an SDE without the VP chain whose bounds it interpolates."""
+    if variance_fn is not None and not isinstance(sde, sde_lib.VPSDE):
+        raise ValueError(f"A learned variance (variance_fn) interpolates the VP chain's variances; "
+                         f"{type(sde).__name__} has none.")
+
+
+def step_log_variances(alpha_s, sigma_s, alpha_t, sigma_t):
+    """(log beta, log beta~) of the VP step from s to t < s, DDPM's upper and lower reverse variances:
+
+        beta = 1 - alpha_s^2 / alpha_t^2,   beta~ = sigma_t^2 / sigma_s^2 beta,
+
+    the forward step's variance and the posterior q(x_t | x_s, x_0)'s (for a strided step, those of Nichol &
+    Dhariwal's respaced chain)."""
+    log_beta = jnp.log(-jnp.expm1(2.0 * (jnp.log(alpha_s) - jnp.log(alpha_t))))
+    return log_beta, log_beta + 2.0 * (jnp.log(sigma_t) - jnp.log(sigma_s))
+
+
+def learned_std(v, log_beta, log_beta_tilde):
+    """sqrt(Sigma_theta) (B, ...) with log Sigma_theta = v log beta + (1 - v) log beta~ (Nichol & Dhariwal eq. 15),
+    v (B, ...) from a variance_fn(x, t) (models.get_variance_fn), the bounds scalars or (B,)."""
+    return jnp.exp(0.5 * (batch_mul(log_beta, v) + batch_mul(log_beta_tilde, 1.0 - v)))
+
+
 def uniform_time_grid(sde: sde_lib.SDE, num_steps: int, eps: float):
     """t_i = T - i (T - eps) / n, i = 0..n (DDIM's uniform spacing; geometric in sigma for VE)."""
     return jnp.linspace(sde.T, eps, num_steps + 1)

@@ -19,6 +19,11 @@ t = sde.step_time(i_k) (where a discrete-time model is fed step i_k) and (alpha,
 else to chain step 0 (diffusers' set_alpha_to_one=False). For VP this is
 
     x_{i_{k+1}} = sqrt(alpha_bar_{i_{k+1}}) x0_hat + sqrt(1 - alpha_bar_{i_{k+1}}) eps_hat    (eta = 0).
+
+A learned-variance VP model (variance_fn, models.get_variance_fn) replaces the posterior variance by its own:
+c = eta sqrt(Sigma_theta), log Sigma_theta = v log beta + (1 - v) log beta~ on the step's bounds
+(common.step_log_variances; beta~ is the posterior variance above, so v = 0 is the fixed-variance step), and
+sqrt(sigma_t^2 - c^2) is clipped at 0.
 """
 from __future__ import annotations
 
@@ -26,19 +31,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.common import draw_prior, final_denoise, resolve_steps, uniform_time_grid
+from samplers.common import (check_variance_fn, draw_prior, final_denoise, learned_std, resolve_steps,
+                             step_log_variances, uniform_time_grid)
 from samplers.registry import register_sampler
 from sde_lib import batch_mul
 
 
-def ddim_update(x, score, coeffs_s, coeffs_t, eta=0.0, z=None):
+def ddim_update(x, score, coeffs_s, coeffs_t, eta=0.0, z=None, noise_std=None):
     """One DDIM step (module docstring) from (alpha_s, sigma_s) to (alpha_t, sigma_t), scalars or (B,) each;
-    z ~ N(0, I) is needed only for eta > 0."""
+    z ~ N(0, I) is needed only for eta > 0. noise_std (B, ...) replaces the posterior's c (a learned variance's
+    eta sqrt(Sigma_theta))."""
     (alpha_s, sigma_s), (alpha_t, sigma_t) = coeffs_s, coeffs_t
     x0 = batch_mul(1.0 / alpha_s, x + batch_mul(sigma_s**2, score))
-    forward_var = jnp.maximum(sigma_s**2 - (alpha_s / alpha_t) ** 2 * sigma_t**2, 0.0)
-    c = eta * sigma_t / sigma_s * jnp.sqrt(forward_var)
-    x = batch_mul(alpha_t, x0) - batch_mul(jnp.sqrt(sigma_t**2 - c**2) * sigma_s, score)
+    if noise_std is None:
+        forward_var = jnp.maximum(sigma_s**2 - (alpha_s / alpha_t) ** 2 * sigma_t**2, 0.0)
+        c = eta * sigma_t / sigma_s * jnp.sqrt(forward_var)
+    else:
+        c = noise_std
+    x = batch_mul(alpha_t, x0) - batch_mul(jnp.sqrt(jnp.maximum(sigma_t**2 - c**2, 0.0)) * sigma_s, score)
     return x if z is None else x + batch_mul(c, z)
 
 
@@ -62,8 +72,9 @@ def _chain_grid(sde, num_steps: int, steps_offset: int, denoise: bool):
 @register_sampler("ddim")
 def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True, discrete=False,
                      steps_offset=0):
-    """sampler(rng, score_fn) -> (x, nfe): DDIM on the uniform grid T = t_0 > ... > t_n = eps, or with
-    `discrete` on the SDE's chain (module docstring; eps unused).
+    """sampler(rng, score_fn, variance_fn=None) -> (x, nfe): DDIM on the uniform grid T = t_0 > ... > t_n = eps,
+    or with `discrete` on the SDE's chain (module docstring; eps unused); with the learned variance of
+    variance_fn(x, t) -> v when given (eta > 0).
 
     nfe = num_steps (+1 for the final Tweedie denoise of the continuous grid).
     """
@@ -90,7 +101,8 @@ def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True
 
         return chain_sampler
 
-    def sampler(rng, score_fn):
+    def sampler(rng, score_fn, variance_fn=None):
+        check_variance_fn(sde, variance_fn)
         ts = uniform_time_grid(sde, num_steps, eps)
         x, rng = draw_prior(sde, rng, shape)
 
@@ -100,7 +112,11 @@ def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True
             (alpha_s, sigma_s), (alpha_t, sigma_t) = sde.marginal_coeffs(ts[i]), sde.marginal_coeffs(ts[i + 1])
             score = score_fn(x, jnp.full((shape[0],), ts[i]))
             z = jax.random.normal(step_rng, shape) if eta > 0 else None
-            return rng, ddim_update(x, score, (alpha_s, sigma_s), (alpha_t, sigma_t), eta, z)
+            noise_std = None
+            if variance_fn is not None and eta > 0:
+                noise_std = eta * learned_std(variance_fn(x, jnp.full((shape[0],), ts[i])),
+                                              *step_log_variances(alpha_s, sigma_s, alpha_t, sigma_t))
+            return rng, ddim_update(x, score, (alpha_s, sigma_s), (alpha_t, sigma_t), eta, z, noise_std)
 
         _, x = jax.lax.fori_loop(0, num_steps, body, (rng, x))
         x, extra = final_denoise(sde, score_fn, x, eps, denoise)

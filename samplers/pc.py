@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 import sde_lib
 from sde_lib import batch_mul
-from samplers.common import draw_prior, resolve_steps
+from samplers.common import check_variance_fn, draw_prior, learned_std, resolve_steps, step_log_variances
 from samplers.registry import register_sampler
 
 _PREDICTORS: dict = {}
@@ -52,12 +52,14 @@ def _mean_norm(x):
 
 @dataclasses.dataclass(frozen=True)
 class Predictor(abc.ABC):
-    """One reverse-time step from t to t_next < t: update(rng, x, t, t_next) -> (x, x_mean); t, t_next (B,)."""
+    """One reverse-time step from t to t_next < t: update(rng, x, t, t_next) -> (x, x_mean); t, t_next (B,).
+    variance_fn(x, t) -> v is a learned-variance model's (used by the ancestral predictor, ignored by the others)."""
 
     sde: sde_lib.SDE
     score_fn: object
     num_steps: int
     probability_flow: bool = False
+    variance_fn: object = None
 
     @property
     def rsde(self):
@@ -120,7 +122,9 @@ class ReverseDiffusionPredictor(_DiscreteChainPredictor):
 @dataclasses.dataclass(frozen=True)
 class AncestralSamplingPredictor(_DiscreteChainPredictor):
     """Ancestral sampling of the discrete chain: (x_mean, std) = sde.ancestral_step(x, s(x, t), t), x = x_mean + std z
-    (DDPM's step for VP, SMLD's for VE; see sde_lib)."""
+    (DDPM's step for VP, SMLD's for VE; see sde_lib). With a learned variance (VP), std = sqrt(Sigma_theta),
+    log Sigma_theta = v log beta_i + (1 - v) log beta~_i on chain step i = timestep(t), beta~_1 clipped to beta~_2
+    as in training (losses/vlb.py)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -132,7 +136,17 @@ class AncestralSamplingPredictor(_DiscreteChainPredictor):
 
     def update(self, rng, x, t, t_next):
         x_mean, std = self.sde.ancestral_step(x, self.score_fn(x, t), t)
+        if self.variance_fn is not None:
+            std = learned_std(self.variance_fn(x, t), *self._log_variances(self.sde.timestep(t)))
         return x_mean + batch_mul(std, jax.random.normal(rng, x.shape)), x_mean
+
+    def _log_variances(self, i):
+        """(log beta_i, log beta~_max(i, 1)) of the VP chain's step i -> i - 1 (step 0 lands on x_0: alpha = 1)."""
+        coeffs = self.sde.discrete_marginal_coeffs
+        alpha, sigma = coeffs(i)
+        alpha_prev, sigma_prev = coeffs(jnp.maximum(i - 1, 0))
+        log_beta = step_log_variances(alpha, sigma, jnp.where(i > 0, alpha_prev, 1.0), sigma_prev)[0]
+        return log_beta, step_log_variances(*coeffs(jnp.maximum(i, 1)), alpha_prev, sigma_prev)[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +222,8 @@ class AnnealedLangevinCorrector(Corrector):
 @register_sampler("pc")
 def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps=1,
                    probability_flow=False, denoise=True, num_steps=None, eps=None, constraint=None):
-    """sampler(rng, score_fn) -> (x, nfe): PC sampling from the prior at T down to 0.
+    """sampler(rng, score_fn, variance_fn=None) -> (x, nfe): PC sampling from the prior at T down to 0; a
+    learned-variance model's variance_fn(x, t) -> v sets the ancestral predictor's noise.
 
     denoise returns the last predictor step's mean x_mean (score_sde's noise_removal) rather than x:
     for the discrete chains that is the chain's noise-free last step (for VE exactly Tweedie's
@@ -228,8 +243,9 @@ def get_pc_sampler(sde, shape, predictor="reverse_diffusion", corrector="langevi
         raise ValueError(f"The observed images have shape {tuple(constraint.known.shape)}, but the sampler draws "
                          f"{tuple(shape)}; give one observation per sample.")
 
-    def sampler(rng, score_fn):
-        pred = predictor_cls(sde, score_fn, num_steps, probability_flow)
+    def sampler(rng, score_fn, variance_fn=None):
+        check_variance_fn(sde, variance_fn)
+        pred = predictor_cls(sde, score_fn, num_steps, probability_flow, variance_fn)
         corr = corrector_cls(sde, score_fn, snr, n_steps)
         timesteps = jnp.append(jnp.linspace(sde.T, eps, num_steps), 0.0)
         x, rng = draw_prior(sde, rng, shape)

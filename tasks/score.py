@@ -1,12 +1,15 @@
 """The score model as a task of the training loop (training/loop.py), and its sampling for snapshots.
 
-Train step: one optimizer step on the denoising score-matching loss of losses.score_matching_loss (with the
-batch's class labels, a fraction label_dropout of them replaced by the null label, for a class-conditional
-model; or with the context of the batch's captions, a fraction label_dropout of them replaced by the empty
-prompt, for a text-conditioned one, config.text.conditional: models/prompt.py, tasks/text.py), then the EMA
-update ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards against NaN/inf). Eval step: the same loss of the EMA parameters. Snapshot: a grid of samples drawn with
-config.sampling from the EMA parameters, under workdir/samples/ (for a text-conditioned model, one per test
-caption, the captions listed in a .txt beside the grid).
+Train step: one optimizer step on the loss config.training.loss: the denoising score-matching loss of
+losses.score_matching_loss ('dsm'), or the discrete VP chain's bound 'vlb' or 'hybrid' loss (losses/chain.py; with
+vlb_sampling='importance' the step also appends its terms to the history in model_state); with the batch's class
+labels, a fraction label_dropout of them replaced by the null label, for a class-conditional model; or with the
+context of the batch's captions, a fraction label_dropout of them replaced by the empty prompt, for a
+text-conditioned one (config.text.conditional: models/prompt.py, tasks/text.py). Then the EMA update
+ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards against NaN/inf). Eval step: the
+same loss of the EMA parameters. Snapshot: a grid of samples drawn with config.sampling from the EMA parameters,
+under workdir/samples/ (for a text-conditioned model, one per test caption, the captions listed in a .txt beside
+the grid).
 
 In latent space (config.latent.autoencoder_dir names an autoencoder run, tasks/latent.py): x_0 = s E(2x - 1) is
 encoded on the fly by the frozen encoder (the loop's `frozen`, recorded with the run's path, step and digest),
@@ -27,6 +30,7 @@ from absl import logging
 import datasets
 import losses
 import models
+from losses import chain
 import samplers
 import sde_lib
 from tasks import latent, text
@@ -42,28 +46,39 @@ from training.writers import save_image_grid
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
-                num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None):
+                num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None,
+                loss: str = "dsm", vlb_sampling: str = "uniform", vlb_lambda: float = 1e-3):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)} (and
     'tokens' (B, L) for a text-conditioned model, `prompt` a models.prompt.PromptConditioning):
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
     train=False -> the loss of the EMA parameters. x_0 = scaler(image), or encode(image, frozen) when given
     (a latent model's frozen encoder); conditions(batch, frozen) -> the network's further inputs the score
-    function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base)."""
+    function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base). `loss` is
+    config.training.loss (module docstring)."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
-    losses.check_options(sde, continuous, likelihood_weighting)  # now, not when the first step is traced
+    # Now, not when the first step is traced.
+    learned = models.has_learned_variance(model.config)
+    chain.check_options(sde, loss, continuous, learned, vlb_sampling)
+    losses.check_options(sde, continuous, likelihood_weighting)
+    importance = vlb_sampling == "importance"
 
     def loss_fn(params, model_state, rng, x0, condition, given, frozen):
+        """(loss, the vlb loss's (i, L_i) or None)."""
         dropout_rng, loss_rng = jax.random.split(rng)
         if prompt is None:
             given = {"labels": condition, **given}
         else:  # the text tower's gradient flows only when it is trained jointly (in params, not in frozen)
             params, context = prompt.split({**params, **(frozen or {})}, condition)
             given = {"context": context, **given}
-        score_fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train,
-                                       continuous=continuous, rng=dropout_rng, **given)
-        return losses.score_matching_loss(loss_rng, score_fn, x0, sde, continuous=continuous,
-                                          reduce_mean=reduce_mean, likelihood_weighting=likelihood_weighting, eps=eps)
+        fn = models.get_score_fn(sde, model, {"params": params, **model_state}, train=train, continuous=continuous,
+                                 rng=dropout_rng, with_variance=learned, **given)
+        if loss == "vlb":
+            return chain.vlb_loss(loss_rng, fn, x0, sde, learned, model_state[chain.HISTORY] if importance else None)
+        if loss == "hybrid":
+            return chain.hybrid_loss(loss_rng, fn, x0, sde, vlb_lambda), None
+        return losses.score_matching_loss(loss_rng, fn, x0, sde, continuous=continuous, reduce_mean=reduce_mean,
+                                          likelihood_weighting=likelihood_weighting, eps=eps), None
 
     def step_fn(state: TrainState, batch, frozen=None):
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
@@ -74,12 +89,16 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
             condition, null = (batch["label"] if num_classes > 0 else None), num_classes
         given = {} if conditions is None else conditions(batch, frozen)
         if not train:
-            return loss_fn(state.ema_params, state.model_state, step_rng, x0, condition, given, frozen)
+            return loss_fn(state.ema_params, state.model_state, step_rng, x0, condition, given, frozen)[0]
         if condition is not None and label_dropout > 0:
             condition = losses.drop_labels(label_rng, condition, null, label_dropout)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.model_state, step_rng, x0, condition, given,
-                                                  frozen)
-        return apply_gradients(state, loss, grads, optimizer, rng, ema_rate)
+        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.model_state, step_rng,
+                                                                        x0, condition, given, frozen)
+        state, value = apply_gradients(state, value, grads, optimizer, rng, ema_rate)
+        if importance:
+            history = chain.update_history(state.model_state[chain.HISTORY], aux, jnp.isfinite(value))
+            state = state.replace(model_state={**state.model_state, chain.HISTORY: history})
+        return state, value
 
     return step_fn
 
@@ -91,16 +110,20 @@ def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scal
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
                        num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
-                       conditions=conditions, prompt=prompt)
+                       conditions=conditions, prompt=prompt, loss=t.loss, vlb_sampling=t.vlb_sampling,
+                       vlb_lambda=t.vlb_lambda)
 
 
 def init_state(config, model, optimizer, seed_rng=None, prompt=None) -> TrainState:
     """The fresh train state of `model` (with `prompt`'s text tower when it is trained jointly): params from
-    the first key of PRNGKey(config.seed), rng the second."""
+    the first key of PRNGKey(config.seed), rng the second; with training.vlb_sampling='importance', the empty
+    history of the vlb loss's terms in model_state."""
     init_rng, state_rng, text_rng = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None
                                                      else seed_rng, 3)
     variables = models.init_model(init_rng, config, model)
     variables = variables if prompt is None else prompt.init(text_rng, variables)
+    if config.training.vlb_sampling == "importance":
+        variables = {**variables, chain.HISTORY: chain.init_history(sde_lib.from_config(config))}
     return create_train_state(state_rng, variables, optimizer)
 
 
@@ -137,16 +160,26 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
 
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables, labels=default_labels, known=None, **conditions):
-        def score_fn_for_labels(y):
+        def network_inputs(y):
+            """(variables, get_score_fn's keyword inputs) for the condition y: class labels or a prompt's ids."""
             if prompt is None:
-                return models.get_score_fn(sde, model, variables, train=False,
-                                           continuous=config.training.continuous, labels=y, **conditions)
+                return variables, {"labels": y, **conditions}
             params, context = prompt.split(variables["params"], y)
-            return models.get_score_fn(sde, model, {**variables, "params": params}, train=False,
-                                       continuous=config.training.continuous, context=context, **conditions)
+            return {**variables, "params": params}, {"context": context, **conditions}
+
+        def score_fn_for_labels(y):
+            net_variables, inputs = network_inputs(y)
+            return models.get_score_fn(sde, model, net_variables, train=False, continuous=config.training.continuous,
+                                       **inputs)
 
         score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
-        x, _ = get_sampler(known)(rng, score_fn)
+        sampler = get_sampler(known)
+        if models.has_learned_variance(config) and samplers.takes_variance(sampler):
+            net_variables, inputs = network_inputs(labels)
+            x, _ = sampler(rng, score_fn, models.get_variance_fn(sde, model, net_variables,
+                                                                 continuous=config.training.continuous, **inputs))
+        else:
+            x, _ = sampler(rng, score_fn)
         return jnp.clip(inverse_scaler(x), 0.0, 1.0) if decode is None else decode(x)
 
     return sample
@@ -178,6 +211,7 @@ class ScoreTask:
         self.schedule = Schedule.from_config(config)
         self.sde = sde_lib.from_config(config)
         self.model = models.get_model(self.net_config)
+        models.check_learned_variance(self.net_config, self.model)
         self.optimizer = get_optimizer(config.optim)
         self.learning_rate = learning_rate_schedule(config.optim)
         self.train_data, self.eval_data = datasets.get_dataset(config)
