@@ -56,6 +56,7 @@ def get_base_config():
     sampling.eta = 0.0  # 'ddim': 0 deterministic, 1 ancestral
     sampling.discrete = False  # 'ddim': step on the SDE's discrete chain (a discrete-time model; SD's DDIM)
     sampling.steps_offset = 0  # 'ddim' with discrete: added to every chain step (diffusers' steps_offset)
+    sampling.spacing = "leading"  # discrete 'ddim': diffusers' timestep_spacing, 'leading' | 'trailing' | 'linspace'
     sampling.rho = 7.0  # 'heun': EDM time-step exponent
     sampling.s_churn = 0.0  # 'heun': EDM stochastic churn (0: deterministic)
     sampling.s_tmin = 0.0  # 'heun': churn only at EDM noise levels sigma/alpha in [s_tmin, s_tmax]

@@ -51,12 +51,13 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 @dataclasses.dataclass(frozen=True)
 class Scheduler:
     """What the pipeline's scheduler config fixes: the SDE, the U-Net's prediction, and DDIM's step
-    conventions (steps_offset, set_alpha_to_one; samplers/ddim.py with discrete=True)."""
+    conventions (steps_offset, set_alpha_to_one, timestep_spacing; samplers/ddim.py with discrete=True)."""
 
     sde: sde_lib.VPSDE
     prediction: str
     steps_offset: int
     set_alpha_to_one: bool
+    spacing: str = "leading"
 
 
 def _read_json(path: str, what: str) -> dict:
@@ -75,6 +76,7 @@ def read_scheduler(folder: str) -> Scheduler:
     cfg = _read_json(path, "a Stable Diffusion pipeline's scheduler/ holds its scheduler_config.json")
     kind, schedule = cfg.get("_class_name"), cfg.get("beta_schedule", "linear")
     prediction = cfg.get("prediction_type", "epsilon")
+    spacing = cfg.get("timestep_spacing", "leading")
     problem = (f"_class_name {kind!r} is not a discrete VP scheduler (supported: {', '.join(VP_SCHEDULERS)})"
                if kind not in VP_SCHEDULERS else
                f"beta_schedule {schedule!r} is not supported (choose one of {sorted(BETA_SCHEDULES)})"
@@ -89,7 +91,7 @@ def read_scheduler(folder: str) -> Scheduler:
     sde = sde_lib.VPSDE(beta_min=n * float(cfg.get("beta_start", 0.0001)), beta_max=n * float(cfg.get("beta_end", 0.02)),
                         N=n, discrete_labels="floor_index", beta_schedule=BETA_SCHEDULES[schedule])
     return Scheduler(sde, PREDICTION_TYPES[prediction], int(cfg.get("steps_offset", 0)),
-                     bool(cfg.get("set_alpha_to_one", True)))
+                     bool(cfg.get("set_alpha_to_one", True)), spacing)
 
 
 class SDScoreNet(nn.Module):

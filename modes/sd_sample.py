@@ -10,8 +10,8 @@ VP chain (samplers/ddim.py, discrete=True) with the U-Net (+ ControlNet) score a
 
 (diffusers' eps_neg + g (eps - eps_neg); samplers.guidance, the negative prompt as the null label) -> latents z
 -> x = VAE.decode(z / scaling_factor) -> images (x + 1) / 2, written to W/<eval_folder>/sd_<name>.{npz,png}.
-The DDIM steps are diffusers' "leading" ones whatever the scheduler config's timestep_spacing: the sampler's
-grid, not the model, so any of them samples the same chain.
+The DDIM steps are those of the scheduler config's timestep_spacing ('leading', 'trailing' or 'linspace') and
+steps_offset, as diffusers' DDIMScheduler takes them; another spacing is refused in one line.
 """
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def make_pipeline_sampler(pipeline: stable_diffusion.Pipeline, shape: tuple, sd)
     with the options of config.sd (guidance_scale, num_steps, eta, conditioning_scale)."""
     scheduler = pipeline.scheduler
     sampler = get_sampler("ddim", scheduler.sde, shape, eta=sd.eta, num_steps=sd.num_steps, discrete=True,
-                          steps_offset=scheduler.steps_offset, denoise=scheduler.set_alpha_to_one)
+                          steps_offset=scheduler.steps_offset, spacing=scheduler.spacing,
+                          denoise=scheduler.set_alpha_to_one)
     w = float(sd.guidance_scale) - 1.0
 
     @jax.jit

@@ -12,13 +12,19 @@ eta = 0 is the deterministic DDIM (a first-order solver of the probability-flow
 ODE) and eta = 1 is ancestral (DDPM-like) sampling. For VP, alpha^2 + sigma^2 = 1
 and this is DDIM's sigma_t(eta) exactly; for VE (alpha = 1) it is its VE form.
 
-With discrete=True the steps run on the SDE's own chain instead (Stable Diffusion's DDIMScheduler): chain
-steps i_k = (n - 1 - k) floor(N / n) + steps_offset, k = 0..n-1 ("leading" spacing), the score taken at
-t = sde.step_time(i_k) (where a discrete-time model is fed step i_k) and (alpha, sigma) the chain's
-(sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)); the last step goes to x0_hat (alpha_bar = 1) with `denoise`,
-else to chain step 0 (diffusers' set_alpha_to_one=False). For VP this is
+With discrete=True the steps run on the SDE's own chain instead (Stable Diffusion's DDIMScheduler), at the
+chain steps of diffusers' timestep_spacing, k = 0..n-1:
 
-    x_{i_{k+1}} = sqrt(alpha_bar_{i_{k+1}}) x0_hat + sqrt(1 - alpha_bar_{i_{k+1}}) eps_hat    (eta = 0).
+    'leading'   i_k = (n - 1 - k) floor(N / n) + steps_offset
+    'trailing'  i_k = round(N - k N / n) - 1
+    'linspace'  i_k = round((n - 1 - k) (N - 1) / (n - 1))
+
+with the score taken at t = sde.step_time(i_k) (where a discrete-time model is fed step i_k) and (alpha, sigma)
+the chain's (sqrt(alpha_bar_i), sqrt(1 - alpha_bar_i)). Each step goes from i_k to p_k = i_k - floor(N / n), as
+diffusers' step does whatever the spacing (for 'linspace' p_k need not be the next i); a p_k < 0 goes to x0_hat
+(alpha_bar = 1) with `denoise`, else to chain step 0 (diffusers' set_alpha_to_one=False). For VP this is
+
+    x_{p_k} = sqrt(alpha_bar_{p_k}) x0_hat + sqrt(1 - alpha_bar_{p_k}) eps_hat    (eta = 0).
 
 A learned-variance VP model (variance_fn, models.get_variance_fn) replaces the posterior variance by its own:
 c = eta sqrt(Sigma_theta), log Sigma_theta = v log beta + (1 - v) log beta~ on the step's bounds
@@ -52,26 +58,44 @@ def ddim_update(x, score, coeffs_s, coeffs_t, eta=0.0, z=None, noise_std=None):
     return x if z is None else x + batch_mul(c, z)
 
 
-def chain_steps(sde, num_steps: int, steps_offset: int = 0) -> np.ndarray:
-    """The chain steps i_k = (n - 1 - k) floor(N / n) + steps_offset, k = 0..n-1, of discrete DDIM."""
-    if not 1 <= num_steps <= sde.N or not 0 <= (num_steps - 1) * (sde.N // num_steps) + steps_offset < sde.N:
-        raise ValueError(f"Discrete DDIM needs 1 <= num_steps <= N = {sde.N} and its steps, with steps_offset "
-                         f"{steps_offset}, inside the chain; got num_steps {num_steps}.")
-    return (np.arange(num_steps)[::-1] * (sde.N // num_steps) + steps_offset).astype(np.int32)
+#: diffusers' timestep_spacing values (the module docstring's i_k).
+SPACINGS = ("leading", "trailing", "linspace")
 
 
-def _chain_grid(sde, num_steps: int, steps_offset: int, denoise: bool):
-    """(times t_k = step_time(i_k), coefficients of i_k, coefficients of each step's target), k = 0..n-1."""
-    steps = chain_steps(sde, num_steps, steps_offset)
+def chain_steps(sde, num_steps: int, steps_offset: int = 0, spacing: str = "leading") -> np.ndarray:
+    """The chain steps i_k, k = 0..n-1, of discrete DDIM with diffusers' `spacing` (module docstring)."""
+    n, big_n = num_steps, sde.N
+    if spacing not in SPACINGS:
+        raise ValueError(f"Discrete DDIM's timestep spacing must be one of {SPACINGS}, got {spacing!r}.")
+    if not 1 <= n <= big_n:
+        raise ValueError(f"Discrete DDIM needs 1 <= num_steps <= N = {big_n}, got {n}.")
+    if spacing == "leading":
+        steps = np.arange(n)[::-1] * (big_n // n) + steps_offset
+    elif spacing == "trailing":
+        steps = np.round(np.arange(big_n, 0, -big_n / n)) - 1
+    else:
+        steps = np.round(np.linspace(0, big_n - 1, n))[::-1]
+    if not 0 <= steps.min() <= steps.max() < big_n:
+        raise ValueError(f"Discrete DDIM's steps with steps_offset {steps_offset} leave the chain of N = {big_n}: "
+                         f"{int(steps.max())}.")
+    return steps.astype(np.int32)
+
+
+def chain_grid(sde, num_steps: int, steps_offset: int, spacing: str, denoise: bool):
+    """(times t_k = step_time(i_k), coefficients of i_k, coefficients of each step's target p_k), k = 0..n-1."""
+    steps = chain_steps(sde, num_steps, steps_offset, spacing)
+    previous = steps - sde.N // num_steps
     alpha, sigma = sde.discrete_marginal_coeffs(jnp.asarray(steps))
-    last = (jnp.ones(()), jnp.zeros(())) if denoise else sde.discrete_marginal_coeffs(jnp.asarray(0))
-    target = tuple(jnp.append(c[1:], end) for c, end in zip((alpha, sigma), last))
-    return sde.step_time(jnp.asarray(steps, jnp.float32)), (alpha, sigma), target
+    alpha_p, sigma_p = sde.discrete_marginal_coeffs(jnp.asarray(np.maximum(previous, 0)))
+    end = previous < 0
+    if denoise:
+        alpha_p, sigma_p = jnp.where(end, 1.0, alpha_p), jnp.where(end, 0.0, sigma_p)
+    return sde.step_time(jnp.asarray(steps, jnp.float32)), (alpha, sigma), (alpha_p, sigma_p)
 
 
 @register_sampler("ddim")
 def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True, discrete=False,
-                     steps_offset=0):
+                     steps_offset=0, spacing="leading"):
     """sampler(rng, score_fn, variance_fn=None) -> (x, nfe): DDIM on the uniform grid T = t_0 > ... > t_n = eps,
     or with `discrete` on the SDE's chain (module docstring; eps unused); with the learned variance of
     variance_fn(x, t) -> v when given (eta > 0).
@@ -84,7 +108,7 @@ def get_ddim_sampler(sde, shape, eta=0.0, num_steps=None, eps=None, denoise=True
     if discrete:
         if not sde.has_discrete_chain:
             raise ValueError(f"Discrete DDIM needs an SDE with a discrete chain (VP or VE), not {type(sde).__name__}.")
-        times, coeffs, targets = _chain_grid(sde, num_steps, steps_offset, denoise)
+        times, coeffs, targets = chain_grid(sde, num_steps, steps_offset, spacing, denoise)
 
         def chain_sampler(rng, score_fn):
             x, rng = draw_prior(sde, rng, shape)

@@ -14,10 +14,13 @@ import pytest
 from PIL import Image
 
 import models
+import sde_lib
 from configs.sd import pipeline as pipeline_config
 from models import stable_diffusion
 from models.convert import ConversionError
 from modes.sd_sample import sample_pipeline
+from samplers import get_sampler
+from samplers.ddim import chain_grid as ddimchain_grid
 from samplers.ddim import chain_steps, ddim_update
 from tests.reference_fixtures import fixture_path, load_io, nchw_to_nhwc, relative_error
 
@@ -134,3 +137,37 @@ def test_missing_component_is_one_line_through_the_command(tmp_path):
                             capture_output=True, text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "has no vae/" in lines[0], result.stderr
+
+
+def diffusers_timesteps(spacing: str, n: int, big_n: int = 1000, offset: int = 1) -> np.ndarray:
+    """DDIMScheduler.set_timesteps' steps, written from its documented rules (the reference for chain_steps)."""
+    if spacing == "leading":
+        return (np.arange(0, n) * (big_n // n)).round()[::-1] + offset
+    if spacing == "trailing":
+        return np.round(np.arange(big_n, 0, -big_n / n)) - 1
+    return np.linspace(0, big_n - 1, n).round()[::-1]
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("n", [7, 50])
+def test_timestep_spacings_and_targets_are_diffusers(spacing, n):
+    sde = sde_lib.VPSDE(beta_min=0.085, beta_max=12.0, N=1000, discrete_labels="floor_index",
+                        beta_schedule="scaled_linear")
+    steps = chain_steps(sde, n, 1, spacing)
+    np.testing.assert_array_equal(steps, diffusers_timesteps(spacing, n))
+    # each step goes to i - N // n (diffusers' prev_timestep), the last below 0 to alpha_bar = 1 or chain step 0
+    alpha_bar = np.asarray(sde.discrete_marginal_coeffs(jnp.arange(1000))[0], np.float64) ** 2
+    for denoise, final in [(True, 1.0), (False, alpha_bar[0])]:
+        times, _, (alpha_prev, _) = ddimchain_grid(sde, n, 1, spacing, denoise)
+        prev = steps - 1000 // n
+        expected = np.where(prev >= 0, alpha_bar[np.maximum(prev, 0)], final)
+        np.testing.assert_allclose(np.asarray(alpha_prev) ** 2, expected, rtol=1e-5)
+        np.testing.assert_array_equal(np.asarray(sde.timestep(times)), steps)
+
+
+def test_an_unknown_timestep_spacing_is_one_line(tmp_path):
+    root = make_pipeline(tmp_path / "p", {**SCHEDULER, "timestep_spacing": "random"},
+                         skip=("unet", "vae", "text_encoder"))
+    scheduler = stable_diffusion.read_scheduler(os.path.join(root, "scheduler"))
+    with pytest.raises(ValueError, match="timestep spacing must be one of .* got 'random'"):
+        get_sampler("ddim", scheduler.sde, (1, 4, 4, 4), num_steps=10, discrete=True, spacing=scheduler.spacing)
