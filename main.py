@@ -99,7 +99,8 @@ def _prepare_workdir(path: str) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_OnlyOurInfo())
+    if FLAGS.verbosity < 1:  # --verbosity=1 lets the libraries' INFO lines through as well
+        logging.get_absl_handler().addFilter(_OnlyOurInfo())
     from training import parallel
 
     parallel.initialize_distributed(auto_detect=FLAGS.multihost)

@@ -38,6 +38,7 @@ from training import parallel
 from training.checkpoint import abstract_like
 from training.files import atomic_write_text
 from training.loop import Schedule
+from training.progress import EvaluationProgress
 from training.state import TrainState, apply_gradients, create_train_state, get_optimizer, learning_rate_schedule
 from training.validation import ConfigError, validate_train_config
 from training.writers import save_image_grid
@@ -134,8 +135,9 @@ def restore_train_state(checkpointer, step: int, config, model, mesh, prompt=Non
 
 
 def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None, prompt=None):
-    """jit(rng, variables, labels=None, known=None, **conditions) -> samples in [0, 1], (num_samples, H, W, C),
-    with the sampler of config.sampling; `conditions` are the network's further inputs (get_score_fn's);
+    """fn(rng, variables, labels=None, known=None, **conditions) -> samples in [0, 1], (num_samples, H, W, C),
+    with the sampler of config.sampling, one compiled program shown by a bar of its network evaluations
+    (training.progress); `conditions` are the network's further inputs (get_score_fn's);
     decode(x) -> images in [0, 1] maps a latent model's samples to pixels (by default x is mapped back by the
     data inverse scaler and clipped). With `prompt` (models.prompt) the labels are token ids (num_samples, L)
     and variables' params hold the text tower too (a frozen one merged in).
@@ -157,6 +159,7 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     get_sampler(None if observe is None else jnp.zeros(shape))  # reject a bad config before anything runs
     num_classes = config.model.num_classes
     default_labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
+    progress = EvaluationProgress("sample")
 
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables, labels=default_labels, known=None, **conditions):
@@ -172,7 +175,7 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
             return models.get_score_fn(sde, model, net_variables, train=False, continuous=config.training.continuous,
                                        **inputs)
 
-        score_fn = score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels)
+        score_fn = progress.count(score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels))
         sampler = get_sampler(known)
         if models.has_learned_variance(config) and samplers.takes_variance(sampler):
             net_variables, inputs = network_inputs(labels)
@@ -182,7 +185,7 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
             x, _ = sampler(rng, score_fn)
         return jnp.clip(inverse_scaler(x), 0.0, 1.0) if decode is None else decode(x)
 
-    return sample
+    return functools.wraps(sample)(functools.partial(progress.run, sample))
 
 
 def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> str:

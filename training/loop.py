@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 
 import jax
@@ -145,8 +146,11 @@ def train(task):
         raise
     state = parallel.replicate(task.init_state(), mesh) if restored is None else restored.state
     step = 0 if restored is None else restored.step
-    if restored is not None:
-        logging.info("Resumed from %s (step %d).", restored.path, step)
+    if restored is None:
+        logging.info("Training from step 0 to %d; checkpoints, metrics and samples go to %s.", s.n_iters,
+                     os.path.abspath(task.workdir))
+    else:
+        logging.info("Resumed from %s (step %d of %d).", restored.path, step, s.n_iters)
     frozen = None if task.frozen is None else parallel.replicate(task.frozen, mesh)
     window = LossWindow(step, s.skip_nonfinite, task.workdir, saved=None if restored is None else restored.meta)
     train_step = fuse_steps(task.train_step, donate=True, name="train_steps")
