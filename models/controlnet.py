@@ -1,5 +1,5 @@
 """ControlNet (Zhang et al. 2023) for Stable Diffusion's U-Net, as diffusers' ControlNetModel, and for the
-framework's DDPM U-Net (`EncoderControlNet`).
+framework's DDPM and NCSN++ / DDPM++ U-Nets (`EncoderControlNet`).
 
 A trainable copy of the U-Net's encoder (conv_in, time embedding, down levels, mid block) reads the noisy latent
 plus an embedded condition image c (edges, depth, pose ...) and returns one residual per U-Net skip and one for
@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from models import ddpm, layers, unet2d_condition
+from models import ddpm, layers, ncsnpp, unet2d_condition
 from models.convert import ConversionError, read_diffusers_folder, torch_to_flax
 from models.sd_blocks import conv
 from models.unet2d_condition import UNetSpec
@@ -116,7 +116,7 @@ class ControlNetModel(nn.Module):
 
 #: The encoder (time embedding, input conv, down path, middle) of each framework U-Net, called inside a compact
 #: module: encode(config, x, time_cond, labels, train, hint) -> (temb, mid, skips).
-ENCODERS = {"ddpm": ddpm.encode}
+ENCODERS = {"ddpm": ddpm.encode, "ncsnpp": ncsnpp.encode}
 
 
 class EncoderControlNet(nn.Module):
@@ -248,8 +248,9 @@ class Controlled:
             = base_model(x, c, labels, context, control=ControlNet(x, c, context, c_img, s, labels))
 
     `variables` are the ControlNet's, `base` the (frozen) base network's; s = conditioning_scale (one number or
-    one per output); labels and context go to whichever network is given them (None: not passed). The score
-    function thus closes over the condition image and the frozen base."""
+    one per output); labels and context go to whichever network is given them (None: not passed). The base's
+    collections other than 'params' (NCSN++'s fixed Fourier features) serve the ControlNet's copy of its encoder
+    too. The score function thus closes over the condition image and the frozen base."""
 
     base_model: nn.Module
     controlnet: nn.Module
@@ -262,7 +263,8 @@ class Controlled:
     def apply(self, variables, x, time_cond, labels=None, train: bool = False, rngs=None, *, hint, base,
               context=None):
         given = {} if labels is None else {"labels": labels}
-        control = self.controlnet.apply(variables, x, time_cond, context, hint, self.conditioning_scale,
+        fixed = {name: value for name, value in base.items() if name != "params"}
+        control = self.controlnet.apply({**fixed, **variables}, x, time_cond, context, hint, self.conditioning_scale,
                                         train=train, rngs=rngs, **given)
         given.update({} if context is None else {"context": context})
         return self.base_model.apply(base, x, time_cond, train=train, rngs=rngs, control=control, **given)

@@ -2,7 +2,7 @@
 frozen base through zero convolutions (models/controlnet.py), trained with the base's own denoising loss.
 
     base      the EMA parameters of the newest checkpoint of config.controlnet.base_workdir, a score model of a
-              kind in controlnet.BASES ('unet2d_condition', 'ddpm'): the loop's `frozen`, recorded as
+              kind in controlnet.BASES ('unet2d_condition', 'ddpm', 'ncsnpp'): the loop's `frozen`, recorded as
               {base_workdir, step, digest}, never re-saved
     c         = condition(x_0), computed from each batch's images on the fly (data_sources/conditions.py,
               config.controlnet.condition), in [0, 1]^(H, W, C_c)

@@ -1,6 +1,6 @@
-"""ControlNet on the framework's DDPM U-Net (models/controlnet.EncoderControlNet): a fresh one copies the base's
-encoder weights and leaves the base's score exactly unchanged, a perturbed zero conv changes it, and the
-ControlNet task trains and samples on a 'ddpm' base."""
+"""ControlNet on the framework's DDPM and NCSN++ U-Nets (models/controlnet.EncoderControlNet): a fresh one copies
+the base's encoder weights and leaves the base's score exactly unchanged, a perturbed zero conv changes it, and
+the ControlNet task trains and samples on a 'ddpm' base."""
 import os
 
 import jax
@@ -15,12 +15,22 @@ from models import controlnet
 from modes import controlnet_sample
 from tasks import controlnet as task_lib
 from test_controlnet_task import random_variables, tiny
+from test_models import random_variables as scaled_variables
+from test_models import tiny_config
 from training import loop
 from training.checkpoint import Checkpointer
 from training.state import create_train_state, get_optimizer
 
-#: The tiny base's encoder: conv_in, level 0's block and downsampler, level 1's block (attention at 4x4).
+#: The tiny bases' encoder: conv_in, level 0's block and downsampler, level 1's block (attention at 4x4).
 SKIPS = 4
+#: Per base: (names of its encoder's parameters, some of its decoder's); mid block: two residual blocks, attention.
+ENCODER_NAMES = {
+    "ddpm": ({"Dense_0", "Dense_1", "Embed_0", "Conv_0", "Downsample_0", "AttnBlock_0", "AttnBlock_1",
+              *(f"ResnetBlockDDPM_{i}" for i in range(4))}, {"Conv_1", "GroupNorm_0", "Upsample_0", "AttnBlock_2"}),
+    # BigGAN blocks (level 0's, its downsampler, level 1's, the mid two) and the residual input pyramid's conv
+    "ncsnpp": ({"Dense_0", "Dense_1", "Embed_0", "Conv_0", "Downsample_0", "AttnBlock_0", "AttnBlock_1",
+                *(f"ResnetBlockBigGANpp_{i}" for i in range(5))}, {"Conv_1", "GroupNorm_0", "ResnetBlockBigGANpp_5"}),
+}
 
 
 def config_for(base_dir="", n_iters=2, sampling=False, **model):
@@ -34,24 +44,27 @@ def config_for(base_dir="", n_iters=2, sampling=False, **model):
     return config
 
 
-@pytest.fixture(scope="module")
-def built():
-    """A class-conditional tiny DDPM base with random weights and a fresh ControlNet built on it."""
-    config = config_for(num_classes=3)
+@pytest.fixture(scope="module", params=sorted(ENCODER_NAMES))
+def built(request):
+    """A class-conditional tiny base with random weights and a fresh ControlNet built on it: a DDPM, or an NCSN++
+    with FIR, BigGAN blocks, the residual input pyramid and Fourier features (fixed 'constants')."""
+    if request.param == "ddpm":
+        config = config_for(num_classes=3)
+    else:
+        config = tiny_config(resblock_type="biggan", progressive="output_skip", progressive_input="residual",
+                             num_classes=3)
     base_model = models.get_model(config)
-    base = task_lib.Base(base_model, random_variables(base_model), {})
+    base = task_lib.Base(base_model, scaled_variables(config), {})
     controlled, params = task_lib.build(config, base)
-    return config, base, controlled, params
+    return request.param, config, base, controlled, params
 
 
 def test_encoder_weights_are_the_base_s(built):
-    config, base, controlled, params = built
+    kind, config, base, controlled, params = built
     base_params = base.variables["params"]
     shared = {name for name in params if not name.startswith("controlnet_")}
-    # the time and label embeddings, conv_in, the down path's blocks and the middle; not the decoder
-    assert {"Dense_0", "Dense_1", "Embed_0", "Conv_0", "Downsample_0", "AttnBlock_1"} <= shared
-    assert not shared & {"Conv_1", "GroupNorm_0", "Upsample_0", "AttnBlock_2"} and shared < set(base_params)
-    assert sum(name.startswith("ResnetBlockDDPM_") for name in shared) == 2 + 2  # two down, two mid
+    encoder, decoder = ENCODER_NAMES[kind]  # the time and label embeddings, conv_in, the down path and the middle
+    assert shared == encoder and not decoder & shared and decoder <= set(base_params)
     for name in shared:
         for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(base_params[name]), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -62,19 +75,20 @@ def test_encoder_weights_are_the_base_s(built):
 
 
 def test_fresh_controlnet_leaves_the_base_score_unchanged(built):
-    config, base, controlled, params = built
-    sde = sde_lib.from_config(config)
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+    kind, config, base, controlled, params = built
+    sde, continuous = sde_lib.from_config(config), config.training.continuous
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, config.data.num_channels))
     t, labels = jnp.array([0.3, 0.9]), jnp.array([0, 2])
     hint = jnp.asarray(np.random.default_rng(1).random((2, 8, 8, 1)) > 0.5, jnp.float32)
 
-    down, mid = jax.jit(controlled.controlnet.apply)({"params": params}, x, sde.noise_label(t, False), None, hint,
+    variables = {**base.variables, "params": params}  # the base's fixed collections serve the copied encoder
+    down, mid = jax.jit(controlled.controlnet.apply)(variables, x, sde.noise_label(t, continuous), None, hint,
                                                      labels=labels)
     assert len(down) == SKIPS and all(not np.any(np.asarray(r)) for r in down + [mid])
 
     def score(model, variables, **given):
-        return np.asarray(jax.jit(lambda v, g: models.get_score_fn(sde, model, v, continuous=False, labels=labels,
-                                                                   **g)(x, t))(variables, given))
+        return np.asarray(jax.jit(lambda v, g: models.get_score_fn(sde, model, v, continuous=continuous,
+                                                                   labels=labels, **g)(x, t))(variables, given))
 
     plain = score(base.model, base.variables)
     assert np.all(np.isfinite(plain))
