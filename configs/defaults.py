@@ -225,7 +225,7 @@ def get_base_config():
     optim.warmup = 5000
     optim.grad_clip = 1.0
 
-    # new: a ControlNet on a trained 'unet2d_condition' score model (config.training.task='controlnet',
+    # new: a ControlNet on a trained 'unet2d_condition', 'ddpm' or 'ncsnpp' score model (training.task='controlnet',
     # tasks/controlnet.py); config.model / config.data / config.optim must be the base run's
     config.controlnet = controlnet = ml_collections.ConfigDict()
     controlnet.base_workdir = ""  # the base score model's --workdir; its newest checkpoint's EMA params, frozen

@@ -1,4 +1,5 @@
-"""ControlNet (Zhang et al. 2023) for Stable Diffusion's U-Net, as diffusers' ControlNetModel.
+"""ControlNet (Zhang et al. 2023) for Stable Diffusion's U-Net, as diffusers' ControlNetModel, and for the
+framework's DDPM and NCSN++ / DDPM++ U-Nets (`EncoderControlNet`).
 
 A trainable copy of the U-Net's encoder (conv_in, time embedding, down levels, mid block) reads the noisy latent
 plus an embedded condition image c (edges, depth, pose ...) and returns one residual per U-Net skip and one for
@@ -9,8 +10,9 @@ the mid block, each through a zero-initialised 1x1 convolution:
     residual_i = s_i Z_i(h_i),  mid residual = s_{n+1} Z_mid(m)
 
 with s_i the conditioning scale (times 10^(-1 + i / (n + 1)) in guess mode). The U-Net adds them to its skips
-and mid-block output (`unet2d_condition.unet_forward(control=...)`); at initialisation every Z is zero, so a
-fresh ControlNet leaves the U-Net unchanged. Several ControlNets' residuals are summed (`sum_controls`).
+and mid-block output (`layers.add_control`); at initialisation every Z is zero, so a fresh ControlNet leaves the
+U-Net unchanged. Several ControlNets' residuals are summed (`sum_controls`). `from_base` builds a fresh one on a
+trained base of any kind in BASES, its encoder parameters copied by name.
 """
 from __future__ import annotations
 
@@ -22,13 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from models import layers, unet2d_condition
+from models import ddpm, layers, ncsnpp, unet2d_condition
 from models.convert import ConversionError, read_diffusers_folder, torch_to_flax
 from models.sd_blocks import conv
 from models.unet2d_condition import UNetSpec
-
-ENCODER = ("conv_in", "time_embedding", "down_blocks_", "mid_block")  # the parameters copied from a U-Net
-
 
 @dataclasses.dataclass(frozen=True)
 class ControlNetSpec:
@@ -73,6 +72,20 @@ def scale_residuals(down, mid, conditioning_scale=1.0, guess_mode: bool = False,
     return out[:-1], out[-1]
 
 
+def zero_convs(skips, mid, conditioning_scale=1.0, guess_mode: bool = False, global_pool: bool = False):
+    """(down, mid) residuals (float32) = scale_residuals(Z_i(skips_i), Z_mid(mid)), Z the zero-initialised 1x1
+    convolutions controlnet_down_blocks_i and controlnet_mid_block of the calling compact module."""
+    down = [conv(s, s.shape[-1], f"controlnet_down_blocks_{i}", kernel=1, zero=True) for i, s in enumerate(skips)]
+    mid = conv(mid, mid.shape[-1], "controlnet_mid_block", kernel=1, zero=True)
+    down, mid = scale_residuals(down, mid, conditioning_scale, guess_mode, global_pool)
+    return [r.astype(jnp.float32) for r in down], mid.astype(jnp.float32)
+
+
+def num_outputs(params) -> int:
+    """The residuals of a ControlNet with parameters `params`: one per skip, and the mid block's."""
+    return sum(name.startswith("controlnet_down_blocks_") for name in params) + 1
+
+
 def sum_controls(controls):
     """The control of several ControlNets together: their (down, mid) residuals summed elementwise."""
     downs, mids = zip(*controls)
@@ -98,10 +111,35 @@ class ControlNetModel(nn.Module):
         x = (2.0 * sample - 1.0 if unet.center_input_sample else sample).astype(dtype)
         context = unet2d_condition.null_context(unet, x.shape[0], dtype) if context is None else context.astype(dtype)
         h, skips = unet2d_condition.encode(unet, x, emb, context, mask, train, hint=hint)
-        down = [conv(s, s.shape[-1], f"controlnet_down_blocks_{i}", kernel=1, zero=True) for i, s in enumerate(skips)]
-        mid = conv(h, h.shape[-1], "controlnet_mid_block", kernel=1, zero=True)
-        down, mid = scale_residuals(down, mid, conditioning_scale, guess_mode, spec.global_pool_conditions)
-        return [r.astype(jnp.float32) for r in down], mid.astype(jnp.float32)
+        return zero_convs(skips, h, conditioning_scale, guess_mode, spec.global_pool_conditions)
+
+
+#: The encoder (time embedding, input conv, down path, middle) of each framework U-Net, called inside a compact
+#: module: encode(config, x, time_cond, labels, train, hint) -> (temb, mid, skips).
+ENCODERS = {"ddpm": ddpm.encode, "ncsnpp": ncsnpp.encode}
+
+
+class EncoderControlNet(nn.Module):
+    """ControlNet on a framework U-Net (config.model.name in ENCODERS), its encoder called with the U-Net's own
+    module names: model(x, time_cond, context, cond, conditioning_scale=1.0, guess_mode=False, train=False,
+    labels=None) -> (down residuals, mid residual), with h_0 = conv_in(x) + E(c) (E: `conditioning_embedding`
+    stride-2 steps, so cond is (B, 2^k H, 2^k W, C_c) for k = len(embedding_channels) - 1). There is no context:
+    it is an argument only to share ControlNetModel's signature, and must be None."""
+
+    config: ml_collections.ConfigDict
+    conditioning_channels: int = 1
+    embedding_channels: tuple = (16,)
+
+    @nn.compact
+    def __call__(self, x, time_cond, context, cond, conditioning_scale=1.0, guess_mode: bool = False,
+                 train: bool = False, labels=None):
+        if context is not None:
+            raise ValueError(f"A {self.config.model.name!r} ControlNet takes no context (prompts).")
+        cond = cond.astype(layers.compute_dtype(self.config))
+        hint = ControlNetConditioningEmbedding(self.config.model.nf, self.embedding_channels,
+                                               name="controlnet_cond_embedding")(cond)
+        _, mid, skips = ENCODERS[self.config.model.name](self.config, x, time_cond, labels, train, hint=hint)
+        return zero_convs(skips, mid, conditioning_scale, guess_mode)
 
 
 def param_shapes(model: ControlNetModel):
@@ -115,30 +153,64 @@ def param_shapes(model: ControlNetModel):
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, 0, context, cond))["params"]
 
 
+def _fresh(target, base_params, hint_channels: int, embedding_channels: tuple, conditioning_channels: int,
+           rng, kind: str):
+    """A fresh ControlNet's parameters of tree `target`: every name it shares with the base (its encoder) copied
+    from `base_params`; the hint encoder controlnet_cond_embedding freshly initialised (from `rng`) with a zero
+    conv_out; every other controlnet_* (the zero convs) zero. Its residuals are exactly zero."""
+    hint = ControlNetConditioningEmbedding(hint_channels, tuple(embedding_channels))
+    c = jnp.zeros((1, 2 ** (len(embedding_channels) - 1), 1, conditioning_channels))
+    params = {}
+    for name, shapes in target.items():
+        if name == "controlnet_cond_embedding":
+            params[name] = hint.init(jax.random.PRNGKey(0) if rng is None else rng, c)["params"]
+        elif name.startswith("controlnet_"):
+            params[name] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        elif name not in base_params:
+            raise ValueError(f"The base's parameters have no {name!r}; pass a {kind}'s parameters.")
+        else:
+            params[name] = jax.tree.map(jnp.array, base_params[name])
+    if jax.tree.map(np.shape, params) != jax.tree.map(np.shape, target):
+        raise ValueError(f"The base's parameters do not match this {kind}'s encoder.")
+    return params
+
+
 def from_unet(unet_spec: UNetSpec, unet_params, rng=None, conditioning_channels: int = 3,
               conditioning_embedding_out_channels: tuple = (16, 32, 96, 256)):
     """(ControlNetModel, params) of a fresh ControlNet on a U-Net: conv_in, time_embedding, the down levels and
-    the mid block copied from `unet_params`; the hint encoder freshly initialised (from `rng`) with a zero
-    conv_out; every controlnet_down_blocks_i / controlnet_mid_block zero. Its residuals are exactly zero."""
+    the mid block copied from `unet_params`, the rest fresh (`_fresh`)."""
     spec = ControlNetSpec(unet_spec, conditioning_channels, tuple(conditioning_embedding_out_channels))
     model = ControlNetModel(spec)
-    target = param_shapes(model)
-    hint = ControlNetConditioningEmbedding(unet_spec.block_out_channels[0], spec.conditioning_embedding_out_channels)
-    c = jnp.zeros((1, 2 ** (len(spec.conditioning_embedding_out_channels) - 1), 1, conditioning_channels))
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    params = {}
-    for name, shapes in target.items():
-        if name.startswith(ENCODER):
-            if name not in unet_params:
-                raise ValueError(f"unet_params has no {name!r}; pass a UNet2DConditionModel's parameters.")
-            params[name] = jax.tree.map(jnp.array, unet_params[name])
-        elif name == "controlnet_cond_embedding":
-            params[name] = hint.init(rng, c)["params"]
-        else:
-            params[name] = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    if jax.tree.map(np.shape, params) != jax.tree.map(np.shape, target):
-        raise ValueError("unet_params do not match unet_spec's encoder.")
-    return model, params
+    return model, _fresh(param_shapes(model), unet_params, unet_spec.block_out_channels[0],
+                         spec.conditioning_embedding_out_channels, conditioning_channels, rng,
+                         "UNet2DConditionModel")
+
+
+def from_encoder(config: ml_collections.ConfigDict, base_params, rng=None, conditioning_channels: int = 1,
+                 embedding_channels: tuple = (16,)):
+    """(EncoderControlNet, params) of a fresh ControlNet on a framework U-Net of `config` (config.model.name in
+    ENCODERS): its time embedding, input conv, down path and middle copied from `base_params`, the rest fresh."""
+    model = EncoderControlNet(config, conditioning_channels, tuple(embedding_channels))
+    size, s = config.data.image_size, 2 ** (len(embedding_channels) - 1)
+    x = jnp.zeros((1, size, size, config.data.num_channels))
+    cond = jnp.zeros((1, s * size, s * size, conditioning_channels))
+    target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, jnp.zeros(1), None, cond))["params"]
+    return model, _fresh(target, base_params, config.model.nf, tuple(embedding_channels), conditioning_channels,
+                         rng, repr(config.model.name))
+
+
+#: The bases a ControlNet is built on, by config.model.name: builder(config, base_params, rng, conditioning
+#: channels, hint encoder widths) -> (ControlNet, fresh params).
+BASES = {"unet2d_condition": lambda config, *args: from_unet(unet2d_condition.spec_from_config(config), *args),
+         **{name: from_encoder for name in ENCODERS}}
+
+
+def from_base(config: ml_collections.ConfigDict, base_params, rng=None, conditioning_channels: int = 1,
+              embedding_channels: tuple = (16,)):
+    """(ControlNet, params) of a fresh ControlNet on the trained base network of `config` (see BASES)."""
+    if config.model.name not in BASES:
+        raise ValueError(f"No ControlNet for config.model.name={config.model.name!r}; the bases are {sorted(BASES)}.")
+    return BASES[config.model.name](config, base_params, rng, conditioning_channels, tuple(embedding_channels))
 
 
 def spec_from_config(config: ml_collections.ConfigDict) -> ControlNetSpec:
@@ -173,13 +245,15 @@ class Controlled:
     """A score network under a ControlNet, with the network interface `models.get_score_fn` calls:
 
         apply(variables, x, c, labels, train, rngs, hint=c_img, base=base_variables, context=None)
-            = base_model(x, c, labels, context, control=scale_residuals(ControlNet(x, c, context, c_img), s))
+            = base_model(x, c, labels, context, control=ControlNet(x, c, context, c_img, s, labels))
 
     `variables` are the ControlNet's, `base` the (frozen) base network's; s = conditioning_scale (one number or
-    one per output). The score function thus closes over the condition image and the frozen base."""
+    one per output); labels and context go to whichever network is given them (None: not passed). The base's
+    collections other than 'params' (NCSN++'s fixed Fourier features) serve the ControlNet's copy of its encoder
+    too. The score function thus closes over the condition image and the frozen base."""
 
     base_model: nn.Module
-    controlnet: ControlNetModel
+    controlnet: nn.Module
     conditioning_scale: float | tuple = 1.0
 
     @property
@@ -188,7 +262,9 @@ class Controlled:
 
     def apply(self, variables, x, time_cond, labels=None, train: bool = False, rngs=None, *, hint, base,
               context=None):
-        control = self.controlnet.apply(variables, x, time_cond, context, hint, self.conditioning_scale,
-                                        train=train, rngs=rngs)
-        return self.base_model.apply(base, x, time_cond, labels=labels, train=train, rngs=rngs, context=context,
-                                     control=control)
+        given = {} if labels is None else {"labels": labels}
+        fixed = {name: value for name, value in base.items() if name != "params"}
+        control = self.controlnet.apply({**fixed, **variables}, x, time_cond, context, hint, self.conditioning_scale,
+                                        train=train, rngs=rngs, **given)
+        given.update({} if context is None else {"context": context})
+        return self.base_model.apply(base, x, time_cond, train=train, rngs=rngs, control=control, **given)

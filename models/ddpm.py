@@ -9,15 +9,60 @@ from models import layers
 from models.registry import register_model
 
 
+def _resblock(config):
+    """The U-Net's residual block factory: resblock(out_ch=None) -> ResnetBlockDDPM."""
+    m = config.model
+    return lambda out_ch=None: layers.ResnetBlockDDPM(act=layers.get_act(config), out_ch=out_ch, dropout=m.dropout,
+                                                      norm_groups=layers.norm_groups(config))
+
+
+def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
+    """The time embedding, input conv, down path and middle, inside the calling compact module (which names and
+    holds the parameters, so a ControlNet that calls it has the U-Net's names):
+
+        temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in(x) (+ hint, a ControlNet's embedded condition),
+        skips = [h_0, each level's residual-block outputs, its downsampled output], mid = R(A(R(skips[-1])))
+
+    returns (temb, mid, skips), skips in push order.
+    """
+    m = config.model
+    nf, ch_mult = m.nf, tuple(m.ch_mult)
+    groups, resblock = layers.norm_groups(config), _resblock(config)
+    dtype = layers.compute_dtype(config)
+    temb = None
+    if m.conditional:
+        temb = layers.embedding_mlp(layers.timestep_embedding(time_cond, nf).astype(dtype), nf * 4,
+                                    layers.get_act(config))
+    temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
+
+    h = (x if config.data.centered else 2.0 * x - 1.0).astype(dtype)
+    h = layers.conv3x3(h, nf)
+    hs = [h if hint is None else h + hint.astype(dtype)]
+    for level in range(len(ch_mult)):
+        for _ in range(m.num_res_blocks):
+            h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
+            if h.shape[1] in m.attn_resolutions:
+                h = layers.AttnBlock(norm_groups=groups)(h)
+            hs.append(h)
+        if level != len(ch_mult) - 1:
+            hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
+
+    h = resblock()(hs[-1], temb, train)
+    h = layers.AttnBlock(norm_groups=groups)(h)
+    return temb, resblock()(h, temb, train), hs
+
+
 @register_model("ddpm")
 class DDPM(nn.Module):
     """U-Net of residual blocks with self-attention at `attn_resolutions`.
 
-    Called as model(x, time_cond, labels=None, train=False) with x in the model's
-    data range (B, H, W, C) and time_cond (B,) the noise conditioning chosen by
+    Called as model(x, time_cond, labels=None, train=False, control=None) with x in the
+    model's data range (B, H, W, C) and time_cond (B,) the noise conditioning chosen by
     `models.get_score_fn` (a timestep index or 999 t for VP, sigma(t) for VE).
     With config.model.num_classes > 0, labels (B,) add a class embedding to the
-    time embedding (None: the null label). The output has the shape of x (2C
+    time embedding (None: the null label). `control` = (down residuals, mid residual), a
+    ControlNet's (models/controlnet.py), adds residual i to skip i and the mid one to the
+    middle block's output (layers.add_control). The output has the shape of x (2C
     channels with config.model.learned_variance), in float32; `get_score_fn`
     turns it into a score.
     """
@@ -25,38 +70,17 @@ class DDPM(nn.Module):
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, time_cond, labels=None, train: bool = False):
+    def __call__(self, x, time_cond, labels=None, train: bool = False, control=None):
         m = self.config.model
         act = layers.get_act(self.config)
         nf, ch_mult = m.nf, tuple(m.ch_mult)
-        num_resolutions = len(ch_mult)
-        groups = layers.norm_groups(self.config)
-        resblock = lambda out_ch=None: layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout,
-                                                              norm_groups=groups)
+        groups, resblock = layers.norm_groups(self.config), _resblock(self.config)
 
-        dtype = layers.compute_dtype(self.config)
+        temb, h, hs = encode(self.config, x, time_cond, labels, train)
+        if control is not None:
+            hs, h = layers.add_control(hs, h, control)
 
-        temb = None
-        if m.conditional:
-            temb = layers.embedding_mlp(layers.timestep_embedding(time_cond, nf).astype(dtype), nf * 4, act)
-        temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
-
-        h = (x if self.config.data.centered else 2.0 * x - 1.0).astype(dtype)
-        hs = [layers.conv3x3(h, nf)]
-        for level in range(num_resolutions):
-            for _ in range(m.num_res_blocks):
-                h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
-                if h.shape[1] in m.attn_resolutions:
-                    h = layers.AttnBlock(norm_groups=groups)(h)
-                hs.append(h)
-            if level != num_resolutions - 1:
-                hs.append(layers.Downsample(with_conv=m.resamp_with_conv)(hs[-1]))
-
-        h = resblock()(hs[-1], temb, train)
-        h = layers.AttnBlock(norm_groups=groups)(h)
-        h = resblock()(h, temb, train)
-
-        for level in reversed(range(num_resolutions)):
+        for level in reversed(range(len(ch_mult))):
             for _ in range(m.num_res_blocks + 1):
                 h = resblock(nf * ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
             if h.shape[1] in m.attn_resolutions:

@@ -60,6 +60,15 @@ def residual_sum(x, h, skip_rescale: bool):
     return (x + h) / math.sqrt(2.0) if skip_rescale else x + h
 
 
+def add_control(skips, mid, control):
+    """A ControlNet's residuals added where diffusers' U-Net adds them: (skips_i + r_i, mid + r_mid) for
+    control = ([r_0 .. r_n], r_mid), residual i on skip i (push order) before the up path consumes it."""
+    down, r_mid = control
+    if len(down) != len(skips):
+        raise ValueError(f"control has {len(down)} down residuals; this U-Net has {len(skips)} skips.")
+    return [s + r.astype(s.dtype) for s, r in zip(skips, down)], mid + r_mid.astype(mid.dtype)
+
+
 #: GroupNorm group counts G(C) of C channels (config.model.norm_groups): 'fixed_32', G = 32, as in DDPM
 #: (Ho et al. 2020; score_sde's ddpm.py); 'quarter_channels', G = min(C // 4, 32), as in score_sde's
 #: NCSN++ / DDPM++, and this framework's rule for every network before it had the option.

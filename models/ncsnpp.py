@@ -58,82 +58,111 @@ def _options(config) -> _Options:
     return opts
 
 
+def _blocks(config):
+    """(resblock(out_ch=None, up=False, down=False), attention(h)) module factories of config.model."""
+    m, opts = config.model, _options(config)
+    act, groups = layers.get_act(config), layers.norm_groups(config)
+    fir = dict(fir=m.fir, fir_kernel=tuple(m.fir_kernel))
+
+    def resblock(out_ch=None, up=False, down=False):
+        if opts.resblock_type == "ddpm":
+            return layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout, skip_rescale=m.skip_rescale,
+                                          init_scale=m.init_scale, norm_groups=groups)
+        return layerspp.ResnetBlockBigGANpp(act=act, out_ch=out_ch, up=up, down=down, dropout=m.dropout,
+                                            skip_rescale=m.skip_rescale, init_scale=m.init_scale,
+                                            norm_groups=groups, **fir)
+
+    def attention(h):
+        return layers.AttnBlock(skip_rescale=m.skip_rescale, init_scale=m.init_scale, norm_groups=groups)(h)
+
+    return resblock, attention
+
+
+def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
+    """The time embedding, input conv, down path (with its input pyramid) and middle, inside the calling compact
+    module (which names and holds the parameters, so a ControlNet that calls it has the U-Net's names):
+
+        temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in(x) (+ hint, a ControlNet's embedded condition),
+        skips = [h_0, each level's residual-block outputs, its downsampled output], mid = R(A(R(skips[-1])))
+
+    returns (temb, mid, skips), skips in push order.
+    """
+    m, opts = config.model, _options(config)
+    dtype = layers.compute_dtype(config)
+    nf, ch_mult = m.nf, tuple(m.ch_mult)
+    fir = dict(fir=m.fir, fir_kernel=tuple(m.fir_kernel))
+    resblock, attention = _blocks(config)
+
+    temb = None
+    if m.conditional:
+        if opts.embedding_type == "fourier":
+            emb = layerspp.GaussianFourierProjection(nf, m.fourier_scale)(jnp.log(time_cond))
+        else:
+            emb = layers.timestep_embedding(time_cond, nf)
+        temb = layers.embedding_mlp(emb.astype(dtype), nf * 4, layers.get_act(config))
+    temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
+
+    h = (x if config.data.centered else 2.0 * x - 1.0).astype(dtype)
+    input_pyramid = h
+    h = layers.conv3x3(h, nf)
+    hs = [h if hint is None else h + hint.astype(dtype)]
+    for level in range(len(ch_mult)):
+        for _ in range(m.num_res_blocks):
+            h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
+            if h.shape[1] in m.attn_resolutions:
+                h = attention(h)
+            hs.append(h)
+        if level == len(ch_mult) - 1:
+            break
+        if opts.resblock_type == "ddpm":
+            h = layers.Downsample(with_conv=m.resamp_with_conv, **fir)(hs[-1])
+        else:
+            h = resblock(down=True)(hs[-1], temb, train)
+        if opts.progressive_input == "input_skip":
+            input_pyramid = layers.Downsample(**fir)(input_pyramid)
+            h = layerspp.Combine(opts.progressive_combine)(input_pyramid, h)
+        elif opts.progressive_input == "residual":
+            input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True, **fir)(input_pyramid)
+            h = input_pyramid = layers.residual_sum(input_pyramid, h, m.skip_rescale)
+        hs.append(h)
+
+    h = resblock()(hs[-1], temb, train)
+    h = attention(h)
+    return temb, resblock()(h, temb, train), hs
+
+
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
-    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False) -> (B, H, W, C) float32
-    (2C channels with config.model.learned_variance).
+    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False, control=None) -> (B, H, W, C)
+    float32 (2C channels with config.model.learned_variance).
 
     time_cond (B,) is the noise conditioning of models.noise_conditioning (999 t, sigma(t)
-    or a step index); labels (B,) class labels when config.model.num_classes > 0.
+    or a step index); labels (B,) class labels when config.model.num_classes > 0; control a ControlNet's
+    (down residuals, mid residual), added to the skips and the middle's output (layers.add_control).
     """
 
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, time_cond, labels=None, train: bool = False):
+    def __call__(self, x, time_cond, labels=None, train: bool = False, control=None):
         m = self.config.model
         opts = _options(self.config)
         act = layers.get_act(self.config)
-        dtype = layers.compute_dtype(self.config)
         nf, ch_mult, channels = m.nf, tuple(m.ch_mult), layers.output_channels(self.config, x.shape[-1])
-        num_levels = len(ch_mult)
         fir = dict(fir=m.fir, fir_kernel=tuple(m.fir_kernel))
         groups = layers.norm_groups(self.config)
-
-        def resblock(out_ch=None, up=False, down=False):
-            if opts.resblock_type == "ddpm":
-                return layers.ResnetBlockDDPM(act=act, out_ch=out_ch, dropout=m.dropout, skip_rescale=m.skip_rescale,
-                                              init_scale=m.init_scale, norm_groups=groups)
-            return layerspp.ResnetBlockBigGANpp(act=act, out_ch=out_ch, up=up, down=down, dropout=m.dropout,
-                                                skip_rescale=m.skip_rescale, init_scale=m.init_scale,
-                                                norm_groups=groups, **fir)
-
-        def attention(h):
-            return layers.AttnBlock(skip_rescale=m.skip_rescale, init_scale=m.init_scale, norm_groups=groups)(h)
+        resblock, attention = _blocks(self.config)
 
         def output_conv(h, out_ch, init_scale=1.0):
             return layers.conv3x3(act(layers.group_norm(h, groups)), out_ch, init_scale=init_scale)
 
-        temb = None
-        if m.conditional:
-            if opts.embedding_type == "fourier":
-                emb = layerspp.GaussianFourierProjection(nf, m.fourier_scale)(jnp.log(time_cond))
-            else:
-                emb = layers.timestep_embedding(time_cond, nf)
-            temb = layers.embedding_mlp(emb.astype(dtype), nf * 4, act)
-        temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
-
-        # Downsampling path; hs keeps every level's features for the skip connections.
-        h = (x if self.config.data.centered else 2.0 * x - 1.0).astype(dtype)
-        input_pyramid = h
-        hs = [layers.conv3x3(h, nf)]
-        for level in range(num_levels):
-            for _ in range(m.num_res_blocks):
-                h = resblock(nf * ch_mult[level])(hs[-1], temb, train)
-                if h.shape[1] in m.attn_resolutions:
-                    h = attention(h)
-                hs.append(h)
-            if level == num_levels - 1:
-                break
-            if opts.resblock_type == "ddpm":
-                h = layers.Downsample(with_conv=m.resamp_with_conv, **fir)(hs[-1])
-            else:
-                h = resblock(down=True)(hs[-1], temb, train)
-            if opts.progressive_input == "input_skip":
-                input_pyramid = layers.Downsample(**fir)(input_pyramid)
-                h = layerspp.Combine(opts.progressive_combine)(input_pyramid, h)
-            elif opts.progressive_input == "residual":
-                input_pyramid = layers.Downsample(out_ch=h.shape[-1], with_conv=True, **fir)(input_pyramid)
-                h = input_pyramid = layers.residual_sum(input_pyramid, h, m.skip_rescale)
-            hs.append(h)
-
-        h = resblock()(hs[-1], temb, train)
-        h = attention(h)
-        h = resblock()(h, temb, train)
+        temb, h, hs = encode(self.config, x, time_cond, labels, train)
+        if control is not None:
+            hs, h = layers.add_control(hs, h, control)
 
         # Upsampling path, with the optional output pyramid.
         pyramid = None
-        for level in reversed(range(num_levels)):
+        for level in reversed(range(len(ch_mult))):
             for _ in range(m.num_res_blocks + 1):
                 h = resblock(nf * ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
             if h.shape[1] in m.attn_resolutions:

@@ -199,11 +199,7 @@ def unet_forward(spec: UNetSpec, x, timesteps, context=None, control=None, mask=
     emb = embed_time(spec, timesteps, x.shape[0], dtype)
     h, skips = encode(spec, h, emb, context, mask, train)
     if control is not None:
-        down, mid = control
-        if len(down) != len(skips):
-            raise ValueError(f"control has {len(down)} down residuals; this U-Net has {len(skips)} skips.")
-        skips = [s + r.astype(dtype) for s, r in zip(skips, down)]
-        h = h + mid.astype(dtype)
+        skips, h = layers.add_control(skips, h, control)
     n = len(spec.block_out_channels)
     for i, kind in enumerate(spec.up_block_types):
         level = n - 1 - i

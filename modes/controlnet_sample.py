@@ -11,10 +11,11 @@ conditions are computed as in training. The score sampled by config.sampling.met
     s(x_t, t | c) = s_base(x_t, t; control = scale_residuals(ControlNet(x_t, t, c), s))
 
 with s = config.controlnet.conditioning_scale (one number, or one per output: the down residuals, then mid).
-A 'unet2d_condition' base takes no class labels, so there is no null label to guide with: guidance is refused
-until prompts (context) come. Writes W/<eval_folder>/controlnet_step<step>_<method>_s<scale>.{npz,png}:
-images, conditions and, per condition, the condition beside its num_samples samples; with a reference (test
-images, or a 'canny' condition file) also the edge F1 of the samples (<name>_edge_f1.json).
+The samples take no class labels or prompts (a class-conditional 'ddpm' base runs on its null label), so
+there is no conditional score to guide with: guidance is refused. Writes
+W/<eval_folder>/controlnet_step<step>_<method>_s<scale>.{npz,png}: images, conditions and, per condition, the
+condition beside its num_samples samples; with a reference (test images, or a 'canny' condition file) also the
+edge F1 of the samples (<name>_edge_f1.json).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from PIL import Image
 import datasets
 import sde_lib
 from data_sources import conditions
+from models import controlnet
 from tasks import controlnet as task_lib
 from tasks.score import make_sample_fn
 from training import parallel
@@ -52,12 +54,6 @@ def parse_scale(spec: str, num_outputs: int):
         raise ConfigError(f"config.controlnet.conditioning_scale has {len(values)} numbers; give one, or "
                           f"{num_outputs} (one per down residual, then the mid block's).")
     return values[0] if len(values) == 1 else values
-
-
-def num_outputs(spec) -> int:
-    """The ControlNet's residuals: conv_in's, one per resnet and per downsampler of each level, and the mid one."""
-    last = len(spec.block_out_channels) - 1
-    return 1 + sum(n + (level != last) for level, n in enumerate(spec.layers_per_block)) + 1
 
 
 def load_condition_file(path: str, size: int, channels: int) -> np.ndarray:
@@ -107,7 +103,7 @@ def load(config, workdir: str, mesh):
     checkpoint of `workdir`); ConfigError if there is none, or it was trained on another base."""
     base = task_lib.open_base(config, mesh)
     controlled, params = task_lib.build(config, base)
-    scale = parse_scale(config.controlnet.conditioning_scale, num_outputs(controlled.controlnet.spec.unet))
+    scale = parse_scale(config.controlnet.conditioning_scale, controlnet.num_outputs(params))
     optimizer = get_optimizer(config.optim)
     with Checkpointer(workdir) as checkpointer:
         restored = checkpointer.latest(abstract_like(
@@ -126,8 +122,8 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     if s.num_samples < 1:
         raise ConfigError(f"config.sampling.num_samples={s.num_samples} must be at least 1.")
     if s.guidance != "none":
-        raise ConfigError(f"config.sampling.guidance={s.guidance!r}: this ControlNet's base takes no class labels, "
-                          f"so there is no unconditional score to guide against; use 'none'.")
+        raise ConfigError(f"config.sampling.guidance={s.guidance!r}: ControlNet samples take no class labels or "
+                          f"prompts, so there is no conditional score to guide; use 'none'.")
     mesh = parallel.make_mesh()
     test = datasets.load_split(config, "test", host_index=0, host_count=1)
     cond, reference, index = load_conditions(config, test)

@@ -1,14 +1,15 @@
 """ControlNet as a task of the training loop: a trainable copy of a trained score U-Net's encoder steers the
 frozen base through zero convolutions (models/controlnet.py), trained with the base's own denoising loss.
 
-    base      the EMA parameters of the newest checkpoint of config.controlnet.base_workdir, a 'unet2d_condition'
-              score model: the loop's `frozen`, recorded as {base_workdir, step, digest}, never re-saved
+    base      the EMA parameters of the newest checkpoint of config.controlnet.base_workdir, a score model of a
+              kind in controlnet.BASES ('unet2d_condition', 'ddpm', 'ncsnpp'): the loop's `frozen`, recorded as
+              {base_workdir, step, digest}, never re-saved
     c         = condition(x_0), computed from each batch's images on the fly (data_sources/conditions.py,
               config.controlnet.condition), in [0, 1]^(H, W, C_c)
     s_phi(x_t, t | c) = s_base(x_t, t; control = ControlNet_phi(x_t, t, c))       (phi: the ControlNet only)
     L(phi)    the base's score-matching loss of s_phi (tasks/score.get_step_fn, with the base's options)
 
-At phi's initialisation (controlnet.from_unet) every zero conv is zero, so s_phi = s_base exactly. A snapshot
+At phi's initialisation (controlnet.from_base) every zero conv is zero, so s_phi = s_base exactly. A snapshot
 samples the first snapshot_num_samples conditions of the test split, writes each condition beside its sample
 (workdir/samples/), and appends the edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to
 workdir/edge_f1.json. A base of another architecture or image size is refused in one line before anything is
@@ -33,7 +34,7 @@ import models
 import sde_lib
 from data_sources import conditions
 from data_sources.preprocess import ImageFormat
-from models import controlnet, unet2d_condition
+from models import controlnet
 from tasks import score
 from training import parallel
 from training.checkpoint import CheckpointMismatchError, Checkpointer, abstract_like, leaf_checksums
@@ -70,14 +71,15 @@ def _check_geometry(config, folder: str) -> None:
 
 def open_base(config, mesh) -> Base:
     """The base of config.controlnet.base_workdir (see the module docstring); ConfigError in one line if it is
-    missing, not a 'unet2d_condition', or of another architecture or image size than config.model / config.data."""
+    missing, not of a kind in controlnet.BASES, or of another architecture or image size than config.model /
+    config.data."""
     folder = config.controlnet.base_workdir
     if not folder:
-        raise ConfigError("config.controlnet.base_workdir is empty; name the --workdir of a trained "
-                          "'unet2d_condition' score model (e.g. configs/controlnet/unet_digits_base.py).")
-    if config.model.name != "unet2d_condition":
-        raise ConfigError(f"config.model.name={config.model.name!r}: a ControlNet copies the encoder of a "
-                          f"'unet2d_condition' base; give the base run's config.model.")
+        raise ConfigError("config.controlnet.base_workdir is empty; name the --workdir of a trained score model "
+                          "(e.g. configs/controlnet/unet_digits_base.py).")
+    if config.model.name not in controlnet.BASES:
+        raise ConfigError(f"config.model.name={config.model.name!r}: a ControlNet copies the encoder of a base of "
+                          f"{sorted(controlnet.BASES)}; give the base run's config.model.")
     folder = os.path.abspath(folder)
     if not os.path.isdir(os.path.join(folder, "checkpoints")):
         raise ConfigError(f"No checkpoints in config.controlnet.base_workdir={folder}; train the base there first "
@@ -138,11 +140,11 @@ class ConditionedData:
 
 
 def build(config, base: Base, seed_rng=None):
-    """(the controlled network `Controlled(base, ControlNet)`, the ControlNet's fresh params from_unet)."""
+    """(the controlled network `Controlled(base, ControlNet)`, the ControlNet's fresh params from_base)."""
     c = config.controlnet
     rng = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None else seed_rng, 3)[0]
-    cn_model, params = controlnet.from_unet(unet2d_condition.spec_from_config(config), base.variables["params"],
-                                            rng, condition_channels(config), tuple(c.embedding_channels))
+    cn_model, params = controlnet.from_base(config, base.variables["params"], rng, condition_channels(config),
+                                            tuple(c.embedding_channels))
     return controlnet.Controlled(base.model, cn_model), params
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import unet2d_condition
+from models import controlnet, unet2d_condition
 from modes import controlnet_sample
 from training.validation import ConfigError
 
@@ -11,8 +11,9 @@ from training.validation import ConfigError
 def test_conditioning_scale_is_one_number_or_one_per_output():
     spec = unet2d_condition.UNetSpec(block_out_channels=(8, 16), layers_per_block=(1, 1), heads=(2, 2),
                                      transformer_layers_per_block=(1, 1), down_block_types=("DownBlock2D",) * 2,
-                                     up_block_types=("UpBlock2D",) * 2)
-    n = controlnet_sample.num_outputs(spec)
+                                     up_block_types=("UpBlock2D",) * 2, norm_num_groups=4)
+    model = controlnet.ControlNetModel(controlnet.ControlNetSpec(spec, 1, (8,)))
+    n = controlnet.num_outputs(controlnet.param_shapes(model))
     assert n == 5  # conv_in, level 0's resnet and downsampler, level 1's resnet, the mid block
     assert controlnet_sample.parse_scale("0.5", n) == 0.5
     assert controlnet_sample.parse_scale("1,1,0.5,0,2", n) == (1.0, 1.0, 0.5, 0.0, 2.0)
