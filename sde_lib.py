@@ -531,6 +531,39 @@ class VESDE(SDE):
 SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE}
 
 
+class Restarted:
+    """`base` restarted from inputs x_0 (SDEdit, Meng et al. 2022): a sampler built on it runs the base's reverse
+    process over [eps, t_s] from the forward marginal
+
+        x_{t_s} = alpha(t_s) x_0 + sigma(t_s) z,   z ~ N(0, I),   t_s = n_s T / (N - 1),   n_s = round(s (N - 1)),
+
+    instead of over [eps, T] from the prior; s in (0, 1] is the strength (s = 1 starts at T, where the input is
+    all but forgotten). Only T = t_s, N = n_s + 1 (the chain steps at and below t_s, on which chain-following
+    samplers then step) and prior_sampling are its own; everything else is the base's, at the same absolute
+    times, so networks, chains and discretisations are unchanged.
+    """
+
+    def __init__(self, base: SDE, strength: float, x0: jax.Array):
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"The strength of a restart (config.sampling.strength) must lie in (0, 1], got "
+                             f"{strength}.")
+        steps = round(strength * (base.N - 1))
+        if steps * base.T / (base.N - 1) <= base.sampling_eps:
+            raise ValueError(f"The strength {strength} starts at or below the smallest sampling time "
+                             f"{base.sampling_eps} of the {base.N}-step SDE; use at least {2 / (base.N - 1):.3g}.")
+        self.base, self.x0, self.N, self.T = base, x0, steps + 1, steps * base.T / (base.N - 1)
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def prior_sampling(self, rng: jax.Array, shape) -> jax.Array:
+        if tuple(shape) != tuple(self.x0.shape):
+            raise ValueError(f"A restart draws samples of its inputs' shape {tuple(self.x0.shape)}, not "
+                             f"{tuple(shape)}.")
+        alpha, sigma = self.base.marginal_coeffs(jnp.full((shape[0],), self.T))
+        return batch_mul(alpha, self.x0) + batch_mul(sigma, jax.random.normal(rng, shape))
+
+
 def from_config(config) -> SDE:
     """The SDE named by config.training.sde, with its constants from config.model."""
     name = config.training.sde.lower()

@@ -63,7 +63,8 @@ def get_base_config():
     sampling.s_tmax = float("inf")
     sampling.s_noise = 1.0  # 'heun': scale of the churn noise
     # new: controllable generation, read by --mode sample (training/sample.py)
-    sampling.task = "generate"  # 'generate' | 'inpaint' | 'colorize' (the last two on method 'pc')
+    sampling.task = "generate"  # 'generate' | 'inpaint' | 'colorize' (these two on method 'pc') | 'img2img' (SDEdit)
+    sampling.strength = 0.5  # new: img2img: the input is noised to time strength T, then denoised by any sampler
     sampling.labels = ""  # classes: '' = every class (generate) / unconditional (inpaint, colorize); 'null'; '3,5'
     sampling.guidance = "none"  # 'none' | 'cfg' (classifier-free) | 'classifier' (noise-conditional classifier)
     # cfg: w of (1 + w) s(x|y) - w s(x) (0: conditional, -1: unconditional); classifier: the scale of grad log p(y|x)

@@ -1,4 +1,4 @@
-"""`--mode sample`: class-conditional, guided, inpainted or colorized samples from a trained model.
+"""`--mode sample`: class-conditional, guided, inpainted, colorized or img2img samples from a trained model.
 
     python main.py --config CONFIG --mode sample --workdir W [--config.sampling.<field>=...]
 
@@ -6,8 +6,8 @@ Restores the EMA parameters of the newest periodic checkpoint in W/checkpoints (
 config.sampling.checkpoint), samples with config.sampling.method, and writes to W/<eval_folder>/:
 
     <name>.npz  image uint8 (N, H, W, C); label (N,) (-1: unconditional); guidance, guidance_weight, step,
-                method; for inpaint / colorize also input uint8 (K, H, W, C), input_index (K,) (-1: a file)
-                and mask; sample i belongs to row i // num_samples of the grid
+                method; for inpaint / colorize / img2img also input uint8 (K, H, W, C), input_index (K,) (-1: a file)
+                and mask (and strength); sample i belongs to row i // num_samples of the grid
     <name>.png  one row per class (generate) or per input (its observation first, then the samples),
                 each row labelled, with the sampler, guidance and weight in a caption
 
@@ -18,11 +18,12 @@ the fraction of each class's samples it assigns to that class.
 Classifier-free guidance needs a class-conditional model; classifier guidance ('classifier') needs the
 noise-conditional classifier of --mode train_classifier --config.classifier.noise_conditional=True and
 guides the unconditional score (of an unconditional model, or the null label of a conditional one).
-The config.sampling fields
-(configs/defaults.py): task ('generate' | 'inpaint' | 'colorize'), labels ('' = every class for generate,
-unconditional for the inverse tasks; 'null' = unconditional; or '3,5'), guidance ('none' | 'cfg' |
-'classifier'), guidance_weight, num_samples (per class or input), input (an image file) or input_indices
-(indices into the test split), mask ('half' | 'center' | 'bottom' | an image file, white = known), checkpoint.
+The config.sampling fields (configs/defaults.py): task ('generate' | 'inpaint' | 'colorize' | 'img2img':
+SDEdit, each input noised to time strength T by the forward marginal, then denoised by any sampler,
+sde_lib.Restarted), strength, labels ('' = every class for generate, unconditional for the other tasks;
+'null' = unconditional; or '3,5'), guidance ('none' | 'cfg' | 'classifier'), guidance_weight, num_samples (per
+class or input), input (an image file) or input_indices (indices into the test split), mask ('half' | 'center'
+| 'bottom' | an image file, white = known), checkpoint.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from training.files import atomic_write_json
 from training.validation import ConfigError
 from training.writers import save_labelled_grid
 
-TASKS = ("generate", "inpaint", "colorize")
+TASKS = ("generate", "inpaint", "colorize", "img2img")
 MASKS = {  # name -> (H, W) -> 1 where the pixel is known
     "half": lambda h, w: np.arange(w)[None, :].repeat(h, 0) < w // 2,  # the right half is filled in
     "center": lambda h, w: ~np.outer((np.arange(h) >= h // 4) & (np.arange(h) < h - h // 4),
@@ -135,6 +136,9 @@ def _validate(config) -> None:
     guidance_lib.check_guidance(s.guidance, num_classes)
     if s.num_samples < 1:
         raise ConfigError(f"config.sampling.num_samples={s.num_samples} must be at least 1.")
+    if s.task == "img2img" and not 0.0 < s.strength <= 1.0:
+        raise ConfigError(f"config.sampling.strength={s.strength} must lie in (0, 1]: the fraction of the diffusion "
+                          f"the input is noised through before it is denoised (1: all of it).")
     if s.guidance == "none" and s.guidance_weight != 0:
         raise ConfigError(f"config.sampling.guidance_weight={s.guidance_weight} has no effect with guidance 'none'; "
                           f"set config.sampling.guidance to 'cfg' or 'classifier'.")
@@ -195,7 +199,8 @@ def sample(config, workdir: str, eval_folder: str) -> str:
         row_classes = _row_labels(classes, len(inputs), s.task)
         mask = load_mask(s.mask, d.image_size) if s.task == "inpaint" else None
         observe = (functools.partial(inverse.inpainting, mask=mask) if s.task == "inpaint" else
-                   (lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels)))
+                   (lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels))
+                   if s.task == "colorize" else None)
 
     mesh = parallel.make_mesh()
     model = models.get_model(space.net_config)
@@ -205,7 +210,7 @@ def sample(config, workdir: str, eval_folder: str) -> str:
         guidance_lib.guided_score_fn, num_classes=num_classes, guidance=s.guidance, weight=s.guidance_weight,
         log_prob_fn=log_prob_fn)
     sample_fn = make_sample_fn(space.net_config, sde, model, chunk, mesh, guide=guide, observe=observe,
-                               decode=space.decode)
+                               decode=space.decode, strength=s.strength if s.task == "img2img" else None)
 
     step = newest_checkpoint(config, workdir)
     with Checkpointer(workdir) as checkpointer:
@@ -235,6 +240,8 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     os.makedirs(folder, exist_ok=True)
     extra = {} if inputs is None else {"input": inputs, "input_index": input_index,
                                        "mask": np.zeros(0) if mask is None else mask}
+    if s.task == "img2img":
+        extra["strength"] = s.strength
     np.savez_compressed(path, image=datasets.to_uint8(images),
                         label=np.where(labels == label_classes, -1, labels) if label_classes else np.full(total, -1),
                         guidance=s.guidance, guidance_weight=s.guidance_weight, step=step, method=s.method, **extra)
@@ -277,14 +284,16 @@ def _class_accuracy(config, workdir: str, path: str, images, labels, num_classes
 def _write_grid(path, images, row_classes, config, step, inputs, input_index, mask) -> None:
     s = config.sampling
     names = ["uncond" if y is None else str(y) for y in row_classes]
-    caption = f"{s.task} {s.method} step {step}" + (f" {s.guidance} w={s.guidance_weight:g}" if s.guidance != "none"
-                                                    else "")
+    caption = f"{s.task} {s.method} step {step}" + (f" strength {s.strength:g}" if s.task == "img2img" else "")
+    caption += f" {s.guidance} w={s.guidance_weight:g}" if s.guidance != "none" else ""
     if inputs is None:
         save_labelled_grid(images, path, s.num_samples, names, caption)
         return
     shown = inputs / np.float32(255)  # the observation: known pixels (the rest mid-gray), or the gray level
-    shown = (np.where(mask[None, :, :, None] > 0, shown, 0.5) if s.task == "inpaint" else
-             np.repeat(shown.mean(-1, keepdims=True), shown.shape[-1], -1))
+    if s.task == "inpaint":
+        shown = np.where(mask[None, :, :, None] > 0, shown, 0.5)
+    elif s.task == "colorize":
+        shown = np.repeat(shown.mean(-1, keepdims=True), shown.shape[-1], -1)
     rows = np.concatenate([shown[:, None], images.reshape(len(inputs), s.num_samples, *images.shape[1:])], axis=1)
     row_names = [("file" if i < 0 else f"#{i}") + ("" if y is None else f" y={y}")
                  for i, y in zip(input_index, row_classes)]

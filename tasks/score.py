@@ -17,6 +17,7 @@ the network works on (h, w, c) latents (tasks.latent.score_config), and snapshot
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -134,7 +135,8 @@ def restore_train_state(checkpointer, step: int, config, model, mesh, prompt=Non
         lambda: init_state(config, model, get_optimizer(config.optim), prompt=prompt), mesh))
 
 
-def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None, prompt=None):
+def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, observe=None, decode=None, prompt=None,
+                   strength=None):
     """fn(rng, variables, labels=None, known=None, **conditions) -> samples in [0, 1], (num_samples, H, W, C),
     with the sampler of config.sampling, one compiled program shown by a bar of its network evaluations
     (training.progress); `conditions` are the network's further inputs (get_score_fn's);
@@ -147,16 +149,25 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     labels (num_samples,) gives each sample's class; by default a class-conditional model draws
     sample i from class i mod num_classes. guide(score_fn_for_labels, labels) -> score_fn applies guidance
     (samplers.guidance); by default the plain (conditional) score. observe(known) -> LinearObservation makes
-    the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1].
+    the 'pc' sampler solve an inverse problem (samplers.inverse) for the images `known` in [0, 1]; with
+    `strength` s the sampler instead restarts from `known` perturbed to time s T (img2img: sde_lib.Restarted),
+    a nonzero config.sampling.num_steps scaled to round(s num_steps) as diffusers' img2img does.
     """
     d = config.data
     shape = (num_samples, d.image_size, d.image_size, d.num_channels)
     scaler, inverse_scaler = datasets.get_data_scaler(config), datasets.get_data_inverse_scaler(config)
 
+    sampling_config = config
+    if strength is not None and config.sampling.num_steps:
+        sampling_config = copy.deepcopy(config)
+        sampling_config.sampling.num_steps = max(1, round(strength * config.sampling.num_steps))
+
     def get_sampler(known):
+        if strength is not None:
+            return samplers.from_config(sampling_config, sde_lib.Restarted(sde, strength, scaler(known)), shape)
         return samplers.from_config(config, sde, shape, constraint=None if observe is None else observe(scaler(known)))
 
-    get_sampler(None if observe is None else jnp.zeros(shape))  # reject a bad config before anything runs
+    get_sampler(None if observe is None and strength is None else jnp.zeros(shape))  # reject a bad config now
     num_classes = config.model.num_classes
     default_labels = jnp.arange(num_samples) % num_classes if num_classes > 0 else None
     progress = EvaluationProgress("sample")

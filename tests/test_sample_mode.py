@@ -116,6 +116,21 @@ def test_inpainting_an_image_file_with_a_mask_file(workdir, tmp_path):
         np.testing.assert_array_equal(f["image"][:, :, 2:6], np.repeat(f["input"], 2, axis=0)[:, :, 2:6])
 
 
+def test_img2img_writes_a_row_per_input(workdir):
+    """SDEdit through --mode sample: each input's samples in its row of the npz and the grid, the strength
+    recorded; the closed-form behaviour is tests/test_img2img.py's."""
+    config = conditional_config(task="img2img", input_indices="2,3", strength=0.5, num_samples=2, method="ddim",
+                                num_steps=20, labels="6")
+    with np.load(sample(config, str(workdir), "eval")) as f:
+        assert f["image"].shape == (4, 8, 8, 1) and f["input"].shape == (2, 8, 8, 1)
+        np.testing.assert_array_equal(f["input_index"], [2, 3])
+        np.testing.assert_array_equal(f["label"], 6)
+        assert float(f["strength"]) == 0.5
+        assert len({im.tobytes() for im in f["image"]}) == 4  # each sample its own noise
+    with Image.open(os.path.join(str(workdir), "eval", "img2img_step4_ddim.png")) as im:
+        assert im.height == 16 + 2 * (2 * 10 + 2)  # caption, then one row per input
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"labels": "3,12"}, "class(es) [12] outside 0..9"),
     ({"labels": "three"}, "must be '', 'all', 'null' or comma-separated class numbers"),
@@ -127,6 +142,8 @@ def test_inpainting_an_image_file_with_a_mask_file(workdir, tmp_path):
     ({"task": "colorize", "input_indices": "0"}, "needs colour data"),
     ({"task": "inpaint", "input_indices": "0", "method": "ode"}, "runs on the PC sampler"),
     ({"checkpoint": 8}, "config.sampling.checkpoint=8 is not in"),
+    ({"task": "img2img", "input_indices": "0", "strength": 0.0}, "config.sampling.strength=0.0 must lie in (0, 1]"),
+    ({"task": "img2img", "input_indices": "0", "strength": 1.5}, "config.sampling.strength=1.5 must lie in (0, 1]"),
 ])
 def test_bad_requests_are_one_sentence(workdir, fields, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
