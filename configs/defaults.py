@@ -32,12 +32,16 @@ def get_base_config():
     training.skip_nonfinite = False  # new: skip (and count) NaN/inf steps instead of stopping the run
     # new: what --mode train trains (tasks/): 'score' | 'classifier' | 'autoencoder' | 'controlnet' | 'clip'
     training.task = "score"
-    # new: the score model's loss, "dsm" (denoising score matching, score_sde's; L_simple for DDPM) | "vlb" (the
+    # new: the score model's loss, "dsm" (denoising score matching, score_sde's; L_simple for DDPM) | "edm" | "vlb" (the
     # discrete VP chain's variational bound, bits/dim) | "hybrid" (L_simple + vlb_lambda L_vlb, Nichol & Dhariwal;
     # needs model.learned_variance); "vlb" and "hybrid" need training.continuous=False and a VP SDE
     training.loss = "dsm"
     training.vlb_sampling = "uniform"  # new: "vlb" loss's t, "uniform" | "importance" (p_t ~ sqrt(E[L_t^2]))
     training.vlb_lambda = 0.001  # new: "hybrid" loss's lambda
+    # new: loss "edm": denoising score matching at EDM's noise levels, log(sigma / alpha) ~ N(p_mean, p_std^2), with
+    # EDM's weights (continuous time; pair it with model.prediction="edm", the preconditioning)
+    training.edm_p_mean = -1.2
+    training.edm_p_std = 1.2
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"
@@ -210,8 +214,10 @@ def get_base_config():
     # (floor(t (N-1)), the chain step counted from the data, for both: this framework's before the option)
     model.discrete_labels = "score_sde"
     # new: what the network predicts, "default" (the SDE's, as score_sde: "epsilon" for VP / sub-VP, "score"
-    # for VE) | "epsilon" | "x0" | "v" (alpha eps - sigma x_0; SD 2.x 768) | "score" (models/score_fn.py)
+    # for VE) | "epsilon" | "x0" | "v" (alpha eps - sigma x_0; SD 2.x 768) | "score" | "edm" (EDM's
+    # preconditioning c_skip, c_out, c_in with sigma_data; models/score_fn.py)
     model.prediction = "default"
+    model.sigma_data = 0.5  # new: EDM's sigma_d, the data's standard deviation, for prediction "edm"
     # new: the network also outputs Nichol & Dhariwal's v (2C channels: eps, then v), the reverse step's
     # log Sigma = v log beta_t + (1 - v) log beta~_t, trained by the "vlb" / "hybrid" loss, used by the ancestral
     # and DDIM samplers (ddpm and ncsnpp networks)

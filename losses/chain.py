@@ -25,7 +25,7 @@ import numpy as np
 import sde_lib
 from losses import vlb
 
-LOSSES = ("dsm", "vlb", "hybrid")
+LOSSES = ("dsm", "edm", "vlb", "hybrid")
 SAMPLINGS = ("uniform", "importance")
 HISTORY = "vlb_history"  # the model_state collection of the importance history
 
@@ -40,10 +40,10 @@ def check_options(sde: sde_lib.SDE, loss: str, continuous: bool, learned_varianc
     if sampling == "importance" and loss != "vlb":
         raise ValueError(f"config.training.vlb_sampling='importance' draws the t of the 'vlb' loss; "
                          f"training.loss is {loss!r}.")
-    if loss == "dsm":
+    if loss in ("dsm", "edm"):  # denoising score matching (losses.objectives), uniform or EDM's levels
         if learned_variance:
-            raise ValueError("config.model.learned_variance=True is trained by training.loss 'vlb' or 'hybrid'; "
-                             "'dsm' never trains the variance channels.")
+            raise ValueError(f"config.model.learned_variance=True is trained by training.loss 'vlb' or 'hybrid'; "
+                             f"{loss!r} never trains the variance channels.")
         return
     if continuous:
         raise ValueError(f"config.training.loss={loss!r} is the discrete chain's bound; set "

@@ -14,10 +14,17 @@ and differs only in how the noise level is drawn and weighted:
   With s = -eps_hat / sigma, (1) is L_simple = E || eps_hat - z ||^2.
 * SMLD (VE, discrete): i ~ U{0..N-1}, (alpha, sigma) = (1, sigma_i); (1) is NCSN's
   sigma_i^2 || s + z / sigma_i ||^2.
+* EDM (Karras et al. 2022, continuous, `EDMLevels`): EDM's noise level sigma_e = sigma / alpha is log-normal,
+  log sigma_e ~ N(P_mean, P_std^2), t = sde.t_from_log_snr(-log sigma_e); its loss lambda(sigma_e) ||D - x_0||^2
+  with lambda = (sigma_e^2 + sigma_d^2) / (sigma_e sigma_d)^2 and D = x0_hat is (1) with
+  w = (sigma_e^2 + sigma_d^2) / sigma_d^2, since D - x_0 = sigma_e (sigma s + z). With EDM's preconditioning
+  (models.score_fn, prediction 'edm') this is the unit-variance regression of F on its target.
 
 `reduce_mean` averages the squared error over pixels, else halves its sum (score_sde).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -25,23 +32,42 @@ import jax.numpy as jnp
 import sde_lib
 
 
-def check_options(sde: sde_lib.SDE, continuous: bool, likelihood_weighting: bool) -> None:
-    """ValueError when the options cannot go together: likelihood weighting is a continuous-time weighting, and
-    discrete time needs the SDE's discrete chain (the sub-VP SDE has none; its perturbation_coeffs says so)."""
-    if likelihood_weighting and not continuous:
-        raise ValueError("likelihood_weighting needs continuous training (config.training.continuous=True).")
+@dataclasses.dataclass(frozen=True)
+class EDMLevels:
+    """EDM's training noise levels and weights (module docstring): P_mean, P_std and sigma_d, EDM's defaults."""
+
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_data: float = 0.5
+
+
+def check_options(sde: sde_lib.SDE, continuous: bool, likelihood_weighting: bool,
+                  edm: EDMLevels | None = None) -> None:
+    """ValueError when the options cannot go together: likelihood weighting and EDM's levels are continuous-time
+    weightings (and do not combine), and discrete time needs the SDE's discrete chain (the sub-VP SDE has none;
+    its perturbation_coeffs says so)."""
+    if (likelihood_weighting or edm is not None) and not continuous:
+        raise ValueError(f"{'likelihood_weighting' if likelihood_weighting else 'training.loss=edm'} needs "
+                         f"continuous training (config.training.continuous=True).")
+    if likelihood_weighting and edm is not None:
+        raise ValueError("training.loss='edm' weights the noise levels itself; set likelihood_weighting=False.")
     if not continuous:
         jax.eval_shape(lambda: sde.perturbation_coeffs(jnp.zeros(1), continuous=False))
 
 
 def score_matching_loss(rng: jax.Array, score_fn, x0: jax.Array, sde: sde_lib.SDE, *, continuous: bool = True,
                         reduce_mean: bool = False, likelihood_weighting: bool = False,
-                        eps: float = 1e-5) -> jax.Array:
+                        eps: float = 1e-5, edm: EDMLevels | None = None) -> jax.Array:
     """Monte-Carlo estimate of (1) on the batch x0 (B, ...), one noise level per example."""
-    check_options(sde, continuous, likelihood_weighting)
+    check_options(sde, continuous, likelihood_weighting, edm)
     rng_t, rng_z = jax.random.split(rng)
     batch = x0.shape[0]
-    if continuous:
+    if edm is not None:
+        log_sigma_e = edm.p_mean + edm.p_std * jax.random.normal(rng_t, (batch,))
+        t = jnp.clip(sde.t_from_log_snr(-log_sigma_e), eps, sde.T)
+        alpha, sigma = sde.marginal_coeffs(t)
+        weight = ((sigma / alpha) ** 2 + edm.sigma_data**2) / edm.sigma_data**2
+    elif continuous:
         t = jax.random.uniform(rng_t, (batch,), minval=eps, maxval=sde.T)
         alpha, sigma = sde.marginal_coeffs(t)
         weight = sde.sde(jnp.zeros_like(x0), t)[1] ** 2 / sigma**2 if likelihood_weighting else 1.0

@@ -38,20 +38,39 @@ def noise_conditioning(sde: sde_lib.SDE, t: jax.Array, continuous: bool) -> tupl
 #:   'x0'       eps_hat = (x_t - alpha x0_hat) / sigma
 #:   'v'        v = alpha eps - sigma x_0 (Salimans & Ho 2022; SD 2.x 768), so with x_0 = (x_t - sigma eps) / alpha,
 #:              eps_hat = (alpha v_hat + sigma x_t) / (alpha^2 + sigma^2)
-#: and 'score' is the score itself, s = net [/ sigma with config.model.scale_by_sigma].
-PREDICTIONS = ("epsilon", "x0", "v", "score")
+#: 'score' is the score itself, s = net [/ sigma with config.model.scale_by_sigma]; and 'edm' is EDM's
+#: preconditioning (Karras et al. 2022, table 1) in the scaled variable x^ = x_t / alpha = x_0 + sigma_e eps,
+#: sigma_e = sigma / alpha, sigma_d = config.model.sigma_data:
+#:     D(x^) = c_skip x^ + c_out F(c_in x^),   c_skip = sigma_d^2 / (sigma_e^2 + sigma_d^2),
+#:     c_out = sigma_e sigma_d / sqrt(sigma_e^2 + sigma_d^2),   c_in = 1 / sqrt(sigma_e^2 + sigma_d^2),
+#: the denoiser x0_hat = D, so eps_hat = (x_t - alpha D) / sigma. The network sees c_in x^ (unit variance for
+#: data of std sigma_d) and the SDE's own noise label in place of EDM's c_noise = log(sigma_e) / 4 (the same
+#: information, on the scale the framework's time embeddings expect).
+PREDICTIONS = ("epsilon", "x0", "v", "score", "edm")
 
 
-def score_from_prediction(prediction: str, out, x, alpha, sigma, scale_by_sigma: bool = False):
-    """The score s(x_t, t) from a network output `out` that predicts `prediction` (PREDICTIONS) at (alpha, sigma) (B,)."""
+def edm_input_scale(alpha, sigma, sigma_data: float):
+    """c_in / alpha = 1 / sqrt(sigma^2 + alpha^2 sigma_d^2) (B,): EDM's network input c_in x^ as a multiple of x_t."""
+    return jax.lax.rsqrt(sigma**2 + alpha**2 * sigma_data**2)
+
+
+def score_from_prediction(prediction: str, out, x, alpha, sigma, scale_by_sigma: bool = False,
+                          sigma_data: float = 0.5):
+    """The score s(x_t, t) from a network output `out` that predicts `prediction` (PREDICTIONS) at (alpha, sigma)
+    (B,); sigma_data is EDM's sigma_d ('edm' only)."""
     if prediction == "score":
         return sde_lib.batch_mul(1.0 / sigma, out) if scale_by_sigma else out
-    if prediction == "epsilon":
+    if prediction == "edm":  # eps_hat = (x_t - alpha D) / sigma, written without its cancellation at small sigma:
+        # (1 - c_skip) / sigma = sigma / (alpha^2 n^2), alpha c_out / sigma = sigma_d / n, n^2 = sigma_e^2 + sigma_d^2
+        norm = jnp.sqrt((sigma / alpha) ** 2 + sigma_data**2)
+        eps = sde_lib.batch_mul(sigma / (alpha * norm) ** 2, x) - sde_lib.batch_mul(sigma_data / norm, out)
+    elif prediction == "epsilon":
         eps = out
     elif prediction == "x0":
         eps = sde_lib.batch_mul(1.0 / sigma, x - sde_lib.batch_mul(alpha, out))
     elif prediction == "v":
-        eps = sde_lib.batch_mul(1.0 / (alpha**2 + sigma**2), sde_lib.batch_mul(alpha, out) + sde_lib.batch_mul(sigma, x))
+        eps = sde_lib.batch_mul(1.0 / (alpha**2 + sigma**2),
+                                sde_lib.batch_mul(alpha, out) + sde_lib.batch_mul(sigma, x))
     else:
         raise ValueError(f"Unknown prediction {prediction!r}; choose one of {list(PREDICTIONS)}.")
     return sde_lib.batch_mul(-1.0 / sigma, eps)
@@ -107,16 +126,18 @@ def get_score_fn(sde: sde_lib.SDE, model, variables, train: bool = False, contin
     if with_variance and not learned:
         raise ValueError("with_variance=True needs a learned-variance model (config.model.learned_variance=True).")
     scale_by_sigma = model.config.model.get("scale_by_sigma", False)
+    sigma_data = model.config.model.get("sigma_data", 0.5)
     prediction = prediction_of(model.config, sde)
     given = {name: value for name, value in conditions.items() if value is not None}
 
     def score_and_variance(x, t):
         alpha, sigma = sde.perturbation_coeffs(t, continuous)
-        out = model.apply(variables, x, sde.noise_label(t, continuous), labels=labels, train=train,
+        x_in = x if prediction != "edm" else sde_lib.batch_mul(edm_input_scale(alpha, sigma, sigma_data), x)
+        out = model.apply(variables, x_in, sde.noise_label(t, continuous), labels=labels, train=train,
                           rngs={"dropout": rng} if train else None, **given).astype(jnp.float32)
         channels = x.shape[-1]
         score = score_from_prediction(prediction, out[..., :channels] if learned else out, x, alpha, sigma,
-                                      scale_by_sigma)
+                                      scale_by_sigma, sigma_data)
         return score, (0.5 * (out[..., channels:] + 1.0) if learned else None)
 
     if with_variance:

@@ -1,11 +1,12 @@
 """The score model as a task of the training loop (training/loop.py), and its sampling for snapshots.
 
 Train step: one optimizer step on the loss config.training.loss: the denoising score-matching loss of
-losses.score_matching_loss ('dsm'), or the discrete VP chain's bound 'vlb' or 'hybrid' loss (losses/chain.py; with
-vlb_sampling='importance' the step also appends its terms to the history in model_state); with the batch's class
-labels, a fraction label_dropout of them replaced by the null label, for a class-conditional model; or with the
-context of the batch's captions, a fraction label_dropout of them replaced by the empty prompt, for a
-text-conditioned one (config.text.conditional: models/prompt.py, tasks/text.py). Then the EMA update
+losses.score_matching_loss ('dsm'; 'edm' at EDM's log-normal noise levels, with its weights), or the discrete VP
+chain's bound 'vlb' or 'hybrid' loss (losses/chain.py; with vlb_sampling='importance' the step also appends its
+terms to the history in model_state); with the batch's class labels, a fraction label_dropout of them replaced
+by the null label, for a class-conditional model; or with the context of the batch's captions, a fraction
+label_dropout of them replaced by the empty prompt, for a text-conditioned one (config.text.conditional:
+models/prompt.py, tasks/text.py). Then the EMA update
 ema <- r ema + (1 - r) params (training.state.apply_gradients, which also guards against NaN/inf). Eval step: the
 same loss of the EMA parameters. Snapshot: a grid of samples drawn with config.sampling from the EMA parameters,
 under workdir/samples/ (for a text-conditioned model, one per test caption, the captions listed in a .txt beside
@@ -49,20 +50,22 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
                 scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
                 num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None,
-                loss: str = "dsm", vlb_sampling: str = "uniform", vlb_lambda: float = 1e-3):
+                loss: str = "dsm", vlb_sampling: str = "uniform", vlb_lambda: float = 1e-3,
+                edm_levels: tuple = (-1.2, 1.2, 0.5)):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)} (and
     'tokens' (B, L) for a text-conditioned model, `prompt` a models.prompt.PromptConditioning):
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
     train=False -> the loss of the EMA parameters. x_0 = scaler(image), or encode(image, frozen) when given
     (a latent model's frozen encoder); conditions(batch, frozen) -> the network's further inputs the score
     function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base). `loss` is
-    config.training.loss (module docstring)."""
+    config.training.loss (module docstring); edm_levels its 'edm' (P_mean, P_std, sigma_d)."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
     # Now, not when the first step is traced.
     learned = models.has_learned_variance(model.config)
     chain.check_options(sde, loss, continuous, learned, vlb_sampling)
-    losses.check_options(sde, continuous, likelihood_weighting)
+    edm = losses.EDMLevels(*edm_levels) if loss == "edm" else None
+    losses.check_options(sde, continuous, likelihood_weighting, edm)
     importance = vlb_sampling == "importance"
 
     def loss_fn(params, model_state, rng, x0, condition, given, frozen):
@@ -80,7 +83,7 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
         if loss == "hybrid":
             return chain.hybrid_loss(loss_rng, fn, x0, sde, vlb_lambda), None
         return losses.score_matching_loss(loss_rng, fn, x0, sde, continuous=continuous, reduce_mean=reduce_mean,
-                                          likelihood_weighting=likelihood_weighting, eps=eps), None
+                                          likelihood_weighting=likelihood_weighting, eps=eps, edm=edm), None
 
     def step_fn(state: TrainState, batch, frozen=None):
         rng, step_rng, label_rng = jax.random.split(state.rng, 3)
@@ -113,7 +116,7 @@ def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scal
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
                        num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
                        conditions=conditions, prompt=prompt, loss=t.loss, vlb_sampling=t.vlb_sampling,
-                       vlb_lambda=t.vlb_lambda)
+                       vlb_lambda=t.vlb_lambda, edm_levels=(t.edm_p_mean, t.edm_p_std, config.model.sigma_data))
 
 
 def init_state(config, model, optimizer, seed_rng=None, prompt=None) -> TrainState:

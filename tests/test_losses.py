@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sde_lib
-from losses import score_matching_loss
+from losses import EDMLevels, score_matching_loss
 
 MU, S, DIM = 0.3, 0.5, 4
 
@@ -104,3 +104,39 @@ def test_discrete_losses_reject_likelihood_weighting():
     with pytest.raises(ValueError, match="continuous"):
         score_matching_loss(jax.random.PRNGKey(0), lambda x, t: x, jnp.zeros((2, 3)), sde_lib.VPSDE(),
                             continuous=False, likelihood_weighting=True)
+
+
+@pytest.mark.parametrize("sde", [sde_lib.VPSDE(), sde_lib.VESDE(sigma_max=50.0)], ids=["vp", "ve"])
+def test_edm_weights_make_the_optimal_loss_one_at_every_level(sde):
+    """x_0 ~ N(0, sigma_d^2 I) with its exact score: ||D - x_0||^2 has mean sigma_d^2 sigma_e^2 / (sigma_e^2 +
+    sigma_d^2) a pixel, and EDM's lambda(sigma_e) = (sigma_e^2 + sigma_d^2) / (sigma_e sigma_d)^2 scales it to 1 at
+    every noise level: the reduce_mean loss is 1."""
+    edm = EDMLevels(sigma_data=0.5)
+    x0 = 0.5 * jax.random.normal(jax.random.PRNGKey(0), (8192, 8))
+
+    def exact_score(x, t):
+        alpha, sigma = sde.marginal_coeffs(t)
+        return -x / (alpha[:, None] ** 2 * 0.25 + sigma[:, None] ** 2)
+
+    loss = score_matching_loss(jax.random.PRNGKey(1), exact_score, x0, sde, reduce_mean=True, edm=edm)
+    assert float(loss) == pytest.approx(1.0, abs=0.02)
+
+
+def test_edm_levels_are_log_normal():
+    """With s = 0 the residual is z, so the loss is E[w] = 1 + E[sigma_e^2] / sigma_d^2, and for
+    log sigma_e ~ N(m, v^2), E[sigma_e^2] = exp(2 m + 2 v^2): the levels are drawn and mapped to t rightly."""
+    edm = EDMLevels(p_mean=0.1, p_std=0.3, sigma_data=1.0)
+    x0 = jnp.zeros((16384, 4))
+    loss = score_matching_loss(jax.random.PRNGKey(2), lambda x, t: jnp.zeros_like(x), x0, sde_lib.VPSDE(),
+                               reduce_mean=True, edm=edm)
+    assert float(loss) == pytest.approx(1.0 + np.exp(0.2 + 2 * 0.09), rel=0.02)
+
+
+def test_edm_loss_needs_continuous_time_without_likelihood_weighting():
+    x0 = jnp.zeros((2, 2))
+    with pytest.raises(ValueError, match="needs continuous training"):
+        score_matching_loss(jax.random.PRNGKey(0), lambda x, t: x, x0, sde_lib.VPSDE(), continuous=False,
+                            edm=EDMLevels())
+    with pytest.raises(ValueError, match="weights the noise levels itself"):
+        score_matching_loss(jax.random.PRNGKey(0), lambda x, t: x, x0, sde_lib.VPSDE(), likelihood_weighting=True,
+                            edm=EDMLevels())

@@ -16,6 +16,7 @@ import sde_lib
 from models import score_fn
 
 MU, S = 0.7, 1.6
+SIGMA_DATA = 0.5  # EDM's sigma_d, config.model.sigma_data's default
 
 
 def exact_predictions(x, alpha, sigma):
@@ -23,7 +24,17 @@ def exact_predictions(x, alpha, sigma):
     k = alpha**2 * S**2 + sigma**2
     eps = sigma * (x - alpha * MU) / k
     x0 = MU + alpha * S**2 * (x - alpha * MU) / k
-    return {"epsilon": eps, "x0": x0, "v": alpha * eps - sigma * x0, "score": -(x - alpha * MU) / k}
+    return {"epsilon": eps, "x0": x0, "v": alpha * eps - sigma * x0, "score": -(x - alpha * MU) / k,
+            "edm": exact_edm(x, alpha, sigma)}
+
+
+def exact_edm(x, alpha, sigma):
+    """EDM's exact F, solving D = c_skip x / alpha + c_out F = E[x_0 | x_t] in float64 (c_out -> 0 as sigma -> 0)."""
+    x, alpha, sigma = (np.asarray(v, np.float64) for v in (x, alpha, sigma))
+    k = alpha**2 * S**2 + sigma**2
+    norm2 = (sigma / alpha) ** 2 + SIGMA_DATA**2  # EDM's table 1 with sigma_e = sigma / alpha
+    c_skip, c_out = SIGMA_DATA**2 / norm2, sigma / alpha * SIGMA_DATA / np.sqrt(norm2)
+    return jnp.asarray((MU + alpha * S**2 * (x - alpha * MU) / k - c_skip * x / alpha) / c_out, jnp.float32)
 
 
 class ExactPredictor:
@@ -36,6 +47,8 @@ class ExactPredictor:
     def apply(self, variables, x, label, labels=None, train=False, rngs=None):
         t = label / 999.0 if self.sde.default_prediction == "epsilon" else self.sde.t_from_log_snr(-jnp.log(label))
         alpha, sigma = self.sde.marginal_coeffs(t)
+        if self.prediction == "edm":  # the network sees c_in x_t / alpha
+            x = x / score_fn.edm_input_scale(alpha, sigma, SIGMA_DATA)[:, None]
         return exact_predictions(x, alpha, sigma)[self.prediction]
 
 
@@ -74,7 +87,7 @@ def test_get_score_fn_applies_the_configured_prediction(sde):
     rounding is the test above's, and the stand-in's t, read back from the float32 label, adds to it)."""
     x, t, alpha, sigma = probe(sde)
     exact = exact_predictions(x, alpha, sigma)["score"]
-    for prediction in ("epsilon", "v", "score"):
+    for prediction in ("epsilon", "v", "score", "edm"):
         score = models.get_score_fn(sde, ExactPredictor(sde, prediction), None)(x, t)
         assert max_relative_error(score, exact) < 1e-4, prediction
 
@@ -86,3 +99,13 @@ def test_default_prediction_is_the_sdes_and_unknown_ones_fail():
     config.model.prediction = "velocity"
     with pytest.raises(ValueError, match="config.model.prediction 'velocity'"):
         score_fn.prediction_of(config, sde_lib.VPSDE())
+
+
+@pytest.mark.parametrize("sde", SDES, ids=SDE_IDS)
+def test_edm_preconditioning_makes_the_zero_network_exact_for_data_of_std_sigma_data(sde):
+    """For x_0 ~ N(0, sigma_d^2 I), E[x_0 | x^] = sigma_d^2 / (sigma_e^2 + sigma_d^2) x^ = c_skip x^: the optimal F is
+    0, and with F = 0 the score is the exact -x_t / (alpha^2 sigma_d^2 + sigma^2)."""
+    x, t, alpha, sigma = probe(sde)
+    score = score_fn.score_from_prediction("edm", jnp.zeros_like(x), x, alpha, sigma, sigma_data=SIGMA_DATA)
+    exact = -x / (alpha[:, None] ** 2 * SIGMA_DATA**2 + sigma[:, None] ** 2)
+    assert max_relative_error(score, exact) < 2e-6
