@@ -250,7 +250,9 @@ class Controlled:
     `variables` are the ControlNet's, `base` the (frozen) base network's; s = conditioning_scale (one number or
     one per output); labels and context go to whichever network is given them (None: not passed). The base's
     collections other than 'params' (NCSN++'s fixed Fourier features) serve the ControlNet's copy of its encoder
-    too. The score function thus closes over the condition image and the frozen base."""
+    too. The score function thus closes over the condition image and the frozen base. A batch x of k copies of
+    the hint's, such as classifier-free guidance's [x, x] with labels [y, null], takes the hint in every copy
+    (c_img, c_img, ...), as diffusers' ControlNet pipeline does outside guess mode."""
 
     base_model: nn.Module
     controlnet: nn.Module
@@ -262,6 +264,10 @@ class Controlled:
 
     def apply(self, variables, x, time_cond, labels=None, train: bool = False, rngs=None, *, hint, base,
               context=None):
+        copies, rest = divmod(x.shape[0], hint.shape[0])
+        if rest:
+            raise ValueError(f"A batch of {x.shape[0]} is not a whole number of copies of the {hint.shape[0]} hints.")
+        hint = jnp.concatenate([hint] * copies) if copies > 1 else hint
         given = {} if labels is None else {"labels": labels}
         fixed = {name: value for name, value in base.items() if name != "params"}
         control = self.controlnet.apply({**fixed, **variables}, x, time_cond, context, hint, self.conditioning_scale,

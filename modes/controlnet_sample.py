@@ -2,20 +2,29 @@
 
     python main.py --config configs/controlnet/canny_digits.py --mode sample --workdir W \
         --config.controlnet.base_workdir=B (--config.sampling.condition=edges.png | --config.sampling.input_indices=0,1)
+        [--config.sampling.labels=3,5 [--config.sampling.guidance=cfg --config.sampling.guidance_weight=2]]
 
 The condition c is an image file (config.sampling.condition: the condition itself, e.g. an edge map; resized to
 config.data.image_size with a one-line note when its size differs; its channels matched to the ControlNet's,
 gray <-> equal RGB channels, or refused) or test-split images (config.sampling.input_indices), whose
 conditions are computed as in training. The score sampled by config.sampling.method (any sampler) is
 
-    s(x_t, t | c) = s_base(x_t, t; control = scale_residuals(ControlNet(x_t, t, c), s))
+    s(x_t, t | y, c) = s_base(x_t, t, y; control = scale_residuals(ControlNet(x_t, t, c, y), s))
 
-with s = config.controlnet.conditioning_scale (one number, or one per output: the down residuals, then mid).
-The samples take no class labels or prompts (a class-conditional 'ddpm' base runs on its null label), so
-there is no conditional score to guide with: guidance is refused. Writes
-W/<eval_folder>/controlnet_step<step>_<method>_s<scale>.{npz,png}: images, conditions and, per condition, the
-condition beside its num_samples samples; with a reference (test images, or a 'canny' condition file) also the
-edge F1 of the samples (<name>_edge_f1.json).
+with s = config.controlnet.conditioning_scale (one number, or one per output: the down residuals, then mid) and
+y the class of a class-conditional base (config.model.num_classes > 0), given to both networks: every condition
+is sampled with every class of config.sampling.labels (modes.sample.parse_labels; '' or 'null' is the null
+label, 'all' every class). Guidance 'cfg' with weight w = config.sampling.guidance_weight (samplers.guidance,
+one network call on the doubled batch [x, x], the condition image in both halves) samples
+
+    s_w(x_t, t | y, c) = (1 + w) s(x_t, t | y, c) - w s(x_t, t | null, c),
+
+the null label's branch learned by the base's (and the ControlNet's) label dropout, training.label_dropout.
+A text-conditioned base takes no ControlNet yet (tasks/controlnet.open_base refuses it), so prompts are refused
+in one line, as are classifier guidance, cfg on an unconditional base and a class outside 0..num_classes-1.
+Writes W/<eval_folder>/controlnet_step<step>_<method>_s<scale>[_cfg_w<w>].{npz,png}: images, labels (-1: null),
+conditions and, per (condition, class) row labelled with both, the condition beside its num_samples samples;
+with a reference (test images, or a 'canny' condition file) also the edge F1 of the samples (<name>_edge_f1.json).
 """
 from __future__ import annotations
 
@@ -33,6 +42,8 @@ import datasets
 import sde_lib
 from data_sources import conditions
 from models import controlnet
+from modes import prompts
+from modes import sample as plain
 from tasks import controlnet as task_lib
 from tasks.score import make_sample_fn
 from training import parallel
@@ -118,47 +129,60 @@ def load(config, workdir: str, mesh):
 
 def sample(config, workdir: str, eval_folder: str) -> str:
     """Run `--mode sample` for a ControlNet; returns the path of the .npz written."""
-    s = config.sampling
-    if s.num_samples < 1:
-        raise ConfigError(f"config.sampling.num_samples={s.num_samples} must be at least 1.")
-    if s.guidance != "none":
-        raise ConfigError(f"config.sampling.guidance={s.guidance!r}: ControlNet samples take no class labels or "
-                          f"prompts, so there is no conditional score to guide; use 'none'.")
+    s, num_classes = config.sampling, config.model.num_classes
+    if prompts.wants_prompts(config):
+        raise ConfigError("A ControlNet takes no prompts: text-conditioned bases are not wired to ControlNets yet; "
+                          "leave config.sampling.prompt / prompt_file and config.text.conditional unset.")
+    plain.validate(config)
+    if s.guidance == "classifier":
+        raise ConfigError("config.sampling.guidance='classifier': a ControlNet is guided by 'cfg' (or 'none').")
+    classes = plain.parse_labels(s.labels, num_classes, "controlnet")
+    guide = plain.make_guide(config, classes, num_classes)
     mesh = parallel.make_mesh()
     test = datasets.load_split(config, "test", host_index=0, host_count=1)
     cond, reference, index = load_conditions(config, test)
     controlled, base, restored = load(config, workdir, mesh)
     scale = controlled.conditioning_scale
 
-    total = len(cond) * s.num_samples
+    row_cond = np.repeat(np.arange(len(cond)), len(classes))  # rows: every condition with every class
+    row_classes = classes * len(cond)
+    total = len(row_cond) * s.num_samples
     chunk = math.ceil(min(total, config.eval.batch_size) / mesh.size) * mesh.size
-    sample_fn = make_sample_fn(config, sde_lib.from_config(config), controlled, chunk, mesh)
-    hints = np.repeat(cond, s.num_samples, axis=0)
+    sample_fn = make_sample_fn(config, sde_lib.from_config(config), controlled, chunk, mesh, guide=guide)
+    hints = np.repeat(cond[row_cond], s.num_samples, axis=0)
+    labels = np.repeat([num_classes if y is None else y for y in row_classes], s.num_samples)
     pad = np.minimum(np.arange(math.ceil(total / chunk) * chunk), total - 1)
     rng, out = jax.random.PRNGKey(config.seed), []
     for k in range(len(pad) // chunk):
         part = pad[k * chunk:(k + 1) * chunk]
         out.append(parallel.gather(sample_fn(jax.random.fold_in(rng, k), {"params": restored.state.ema_params},
+                                             jnp.asarray(labels[part]) if num_classes else None,
                                              hint=jnp.asarray(hints[part]), base=base.variables)))
     images = np.concatenate(out)[:total]
 
     scale_name = "-".join(f"{v:g}" for v in np.atleast_1d(scale))
-    name = f"controlnet_step{restored.step}_{s.method}_s{scale_name}"
+    guided = f"_cfg_w{s.guidance_weight:g}" if s.guidance == "cfg" else ""
+    name = f"controlnet_step{restored.step}_{s.method}_s{scale_name}{guided}"
     folder = os.path.join(workdir, eval_folder)
     path = os.path.join(folder, name + ".npz")
     if jax.process_index() != 0:
         return path
     os.makedirs(folder, exist_ok=True)
     np.savez_compressed(path, image=datasets.to_uint8(images), condition=datasets.to_uint8(cond), input_index=index,
-                        conditioning_scale=np.atleast_1d(scale), step=restored.step, method=s.method)
-    shown = np.broadcast_to(cond.mean(-1, keepdims=True), (len(cond), *images.shape[1:]))
-    rows = np.concatenate([shown[:, None], images.reshape(len(cond), s.num_samples, *images.shape[1:])], axis=1)
+                        label=np.where(labels == num_classes, -1, labels) if num_classes else np.full(total, -1),
+                        row_condition=row_cond, conditioning_scale=np.atleast_1d(scale), guidance=s.guidance,
+                        guidance_weight=s.guidance_weight, step=restored.step, method=s.method)
+    shown = np.broadcast_to(cond.mean(-1, keepdims=True), (len(cond), *images.shape[1:]))[row_cond]
+    rows = np.concatenate([shown[:, None], images.reshape(len(row_cond), s.num_samples, *images.shape[1:])], axis=1)
+    names = [("file" if index[k] < 0 else f"#{index[k]}") + ("" if not num_classes else " null" if y is None
+                                                             else f" y={y}") for k, y in zip(row_cond, row_classes)]
+    caption = f"controlnet {s.method} step {restored.step} scale {scale_name}" + (
+        f" cfg w={s.guidance_weight:g}" if s.guidance == "cfg" else "")
     save_labelled_grid(rows.reshape(-1, *images.shape[1:]), os.path.join(folder, name + ".png"), s.num_samples + 1,
-                       ["file" if i < 0 else f"#{i}" for i in index],
-                       f"controlnet {s.method} step {restored.step} scale {scale_name}")
+                       names, caption)
     if reference is not None:
         f1 = conditions.edge_f1(conditions.canny(images, config.controlnet.canny_sigma),
-                                np.repeat(reference, s.num_samples, axis=0))
+                                np.repeat(reference[row_cond], s.num_samples, axis=0))
         atomic_write_json(os.path.join(folder, name + "_edge_f1.json"), {"edge_f1": float(f1.mean())})
         logging.info("Edge F1 of the samples against their conditions' edges: %.3f.", f1.mean())
     logging.info("Samples written to %s (.npz and .png).", os.path.join(folder, name))

@@ -42,7 +42,6 @@ import sde_lib
 from data_sources.local import decode_image
 from data_sources.preprocess import ImageFormat
 from evaluation import classifier, features
-from modes import controlnet_sample
 from modes import prompts
 from samplers import guidance as guidance_lib
 from samplers import inverse
@@ -129,7 +128,8 @@ def load_inputs(config) -> tuple[np.ndarray, np.ndarray]:
     return test.source.read(indices)[0], indices
 
 
-def _validate(config) -> None:
+def validate(config) -> None:
+    """ConfigError in one line for a sampling task, guidance or number of samples this model cannot take."""
     s, num_classes = config.sampling, config.model.num_classes
     if s.task not in TASKS:
         raise ConfigError(f"config.sampling.task={s.task!r} must be one of {list(TASKS)}.")
@@ -142,6 +142,20 @@ def _validate(config) -> None:
     if s.guidance == "none" and s.guidance_weight != 0:
         raise ConfigError(f"config.sampling.guidance_weight={s.guidance_weight} has no effect with guidance 'none'; "
                           f"set config.sampling.guidance to 'cfg' or 'classifier'.")
+
+
+def make_guide(config, classes, num_classes: int, log_prob_fn=None):
+    """make_sample_fn's guide for config.sampling.guidance: samplers.guidance.guided_score_fn with
+    w = config.sampling.guidance_weight (None for 'none'); ConfigError if `classes` asks for unconditional
+    samples (None), which have no class to guide towards."""
+    s = config.sampling
+    if s.guidance == "none":
+        return None
+    if None in classes:
+        raise ConfigError(f"Guidance {s.guidance!r} needs classes to guide towards, but config.sampling.labels="
+                          f"{s.labels!r} asks for unconditional samples; name the classes, e.g. '3,5'.")
+    return functools.partial(guidance_lib.guided_score_fn, num_classes=num_classes, guidance=s.guidance,
+                             weight=s.guidance_weight, log_prob_fn=log_prob_fn)
 
 
 def _row_labels(classes, rows: int, task: str) -> list[int | None]:
@@ -170,10 +184,12 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     """Run `--mode sample`; returns the path of the .npz written. ControlNets: modes/controlnet_sample.py;
     prompts: modes/prompts.py."""
     if config.training.task == "controlnet":
+        from modes import controlnet_sample  # here: it reads this module's label and guidance checks
+
         return controlnet_sample.sample(config, workdir, eval_folder)
     if prompts.wants_prompts(config):
         return prompts.sample_prompts(config, workdir, eval_folder)
-    _validate(config)
+    validate(config)
     s, d = config.sampling, config.data
     space = latent.score_space(config)  # refuses a missing or mismatched autoencoder before anything is written
     if space.latents is not None and (s.task != "generate" or s.guidance == "classifier"):
@@ -188,9 +204,7 @@ def sample(config, workdir: str, eval_folder: str) -> str:
             raise ConfigError(f"The noise-conditional classifier has {label_classes} classes, the model "
                               f"config.model.num_classes={num_classes}; train them on the same data.")
     classes = parse_labels(s.labels, label_classes, s.task)
-    if s.guidance != "none" and None in classes:
-        raise ConfigError(f"Guidance {s.guidance!r} needs classes to guide towards, but config.sampling.labels="
-                          f"{s.labels!r} asks for unconditional samples; name the classes, e.g. '3,5'.")
+    guide = make_guide(config, classes, num_classes, log_prob_fn)
     if s.task == "generate":
         inputs, input_index, mask, observe = None, None, None, None
         row_classes = classes
@@ -206,9 +220,6 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     model = models.get_model(space.net_config)
     total = len(row_classes) * s.num_samples
     chunk = math.ceil(min(total, config.eval.batch_size) / mesh.size) * mesh.size
-    guide = None if s.guidance == "none" else functools.partial(
-        guidance_lib.guided_score_fn, num_classes=num_classes, guidance=s.guidance, weight=s.guidance_weight,
-        log_prob_fn=log_prob_fn)
     sample_fn = make_sample_fn(space.net_config, sde, model, chunk, mesh, guide=guide, observe=observe,
                                decode=space.decode, strength=s.strength if s.task == "img2img" else None)
 

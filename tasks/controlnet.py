@@ -8,6 +8,10 @@ frozen base through zero convolutions (models/controlnet.py), trained with the b
               config.controlnet.condition), in [0, 1]^(H, W, C_c)
     s_phi(x_t, t | c) = s_base(x_t, t; control = ControlNet_phi(x_t, t, c))       (phi: the ControlNet only)
     L(phi)    the base's score-matching loss of s_phi (tasks/score.get_step_fn, with the base's options)
+    y         a class-conditional base's batch labels, given to both networks, a fraction training.label_dropout
+              of them replaced by the null label as the base was trained (the score step's dropout), so that
+              the ControlNet also learns s_phi(x_t, t | null, c), the unconditional branch of classifier-free
+              guidance; a text-conditioned base (config.text.conditional) is refused: its prompts are not wired
 
 At phi's initialisation (controlnet.from_base) every zero conv is zero, so s_phi = s_base exactly. A snapshot
 samples the first snapshot_num_samples conditions of the test split, writes each condition beside its sample
@@ -74,6 +78,9 @@ def open_base(config, mesh) -> Base:
     missing, not of a kind in controlnet.BASES, or of another architecture or image size than config.model /
     config.data."""
     folder = config.controlnet.base_workdir
+    if config.text.conditional:
+        raise ConfigError("config.text.conditional: a ControlNet on a text-conditioned base is not wired yet (its "
+                          "prompts would have to reach both networks); use a class-conditional or unconditional one.")
     if not folder:
         raise ConfigError("config.controlnet.base_workdir is empty; name the --workdir of a trained score model "
                           "(e.g. configs/controlnet/unet_digits_base.py).")

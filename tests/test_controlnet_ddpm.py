@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import losses
 import models
 import sde_lib
 from configs.controlnet import canny_ddpm_digits
@@ -103,9 +104,9 @@ def test_fresh_controlnet_leaves_the_base_score_unchanged(built):
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    """A 'ddpm' base run: a step-2 checkpoint of its train state and the sample grid the size check reads."""
+    """A 3-class 'ddpm' base run: a step-2 checkpoint of its train state and the sample grid the size check reads."""
     folder = tmp_path_factory.mktemp("ddpm_base")
-    config = config_for()
+    config = config_for(num_classes=3)
     state = create_train_state(jax.random.PRNGKey(0), random_variables(models.get_model(config)),
                                get_optimizer(config.optim))
     with Checkpointer(str(folder)) as checkpointer:
@@ -117,13 +118,24 @@ def base_dir(tmp_path_factory):
 
 
 @pytest.mark.slow  # compiles a ControlNet train step and a sampler: minutes on 2 cores
-def test_task_trains_and_samples_on_a_ddpm_base(base_dir, tmp_path):
-    task = task_lib.ControlNetTask(config_for(base_dir, sampling=True), str(tmp_path / "cn"))
+def test_task_trains_and_samples_on_a_ddpm_base(base_dir, tmp_path, monkeypatch):
+    """Trained with the base's label dropout; sampled with classes and classifier-free guidance."""
+    dropped = []
+    monkeypatch.setattr(losses, "drop_labels", lambda rng, labels, null, rate: dropped.append((null, rate)) or
+                        jnp.full_like(labels, null))
+    config = config_for(base_dir, sampling=True, num_classes=3)
+    config.training.label_dropout = 0.25
+    task = task_lib.ControlNetTask(config, str(tmp_path / "cn"))
     state = loop.train(task)
+    assert dropped and set(dropped) == {(3, 0.25)}  # the score step's dropout, null label num_classes
     assert "controlnet_cond_embedding" in state.params and "Conv_1" not in state.params  # the base stays frozen
     assert task.frozen_record["step"] == 2 and os.path.isfile(tmp_path / "cn" / "samples" / "step_00000002.png")
-    config = config_for(base_dir)
-    config.sampling.input_indices, config.sampling.num_samples = "0", 2
+    config = config_for(base_dir, num_classes=3)
+    config.sampling.input_indices, config.sampling.num_samples, config.sampling.labels = "0", 2, "0,2"
+    config.sampling.guidance, config.sampling.guidance_weight = "cfg", 1.5
     config.controlnet.conditioning_scale = ",".join(["0.5"] * (SKIPS + 1))
-    written = np.load(controlnet_sample.sample(config, str(tmp_path / "cn"), "eval"))
-    assert written["image"].shape == (2, 8, 8, 1) and np.all(written["conditioning_scale"] == 0.5)
+    path = controlnet_sample.sample(config, str(tmp_path / "cn"), "eval")
+    written = np.load(path)
+    assert path.endswith("_cfg_w1.5.npz") and os.path.isfile(path[:-4] + ".png")
+    assert written["image"].shape == (4, 8, 8, 1) and np.all(written["conditioning_scale"] == 0.5)
+    assert written["label"].tolist() == [0, 0, 2, 2] and written["row_condition"].tolist() == [0, 0]
