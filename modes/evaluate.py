@@ -10,7 +10,7 @@ For each checkpoint k, workdir/<eval_folder>/ receives
     ckpt_<k>_samples_stats.npz  mu, sigma, features, logits of the samples (usable as reference statistics)
     ckpt_<k>_samples.png        a grid of the first 64 samples
     ckpt_<k>/samples_<r>.npz    round r of sampling: uint8 images + features + logits
-    ckpt_<k>/bpd_<r>.npz        round r of bits/dim: per-example bpd and mask
+    ckpt_<k>/bpd_<r>.npz        round r of bits/dim: per-example bpd and mask (latent_bpd_<r>.npz: latent_bpd)
     ckpt_<k>/bound_bpd_<r>.npz  round r of the variational bound's bits/dim: per-example bound_bpd and mask
 The rounds (config.eval.batch_size samples, or one batch of the bpd split, each) make the evaluation
 resumable: a killed eval, rerun with the same command, continues at the first unfinished round, and the
@@ -22,11 +22,13 @@ score_sde); `samples` (FD, KID +- its standard error, IS, and with the domain cl
 histogram, against the train split's statistics); `real_test` (the same for the held-out test split
 against the train split: the noise floor a perfect model would reach with that many images, and the
 classifier's test accuracy); `bpd` (bits/dim over config.eval.bpd_dataset with the probability-flow
-likelihood, mean and standard error over images); `bound_bpd` (config.eval.enable_bound: the variational bound's
-bits/dim of the 8-bit test images, an upper bound on their discrete NLL under the model's reverse chain: for a
-discrete-time VP model the exact sum over t of losses.vlb.bound_bpd (N network calls an image, its learned variance
-if it has one, else beta_t), for a continuous-time VP model the one-sample estimate of losses.vdm.bound_bpd;
-mean and standard error over images, as `bpd`).
+likelihood, mean and standard error over images; for a latent model `latent_bpd` instead, -log2 p(z) / D_z of
+the images' scaled latents, a continuous density's bits/dim, not comparable with pixels'); `bound_bpd`
+(config.eval.enable_bound: the variational bound's bits/dim of the 8-bit test images, an upper bound on their
+discrete NLL under the model's reverse chain: for a discrete-time VP model the exact sum over t of
+losses.vlb.bound_bpd (N network calls an image, its learned variance if it has one, else beta_t), for a
+continuous-time VP model the one-sample estimate of losses.vdm.bound_bpd; mean and standard error over images,
+as `bpd`).
 """
 from __future__ import annotations
 
@@ -156,20 +158,24 @@ def _sample_rounds(config, model, sample_fn, state, net, k: int, folder: str) ->
     return {name: np.concatenate([r[name] for r in rounds])[:e.num_samples] for name in rounds[0]}
 
 
-def make_bpd_fn(config, sde, model):
-    """jit(rng, variables, images in [0, 1]) -> (bits/dim (B,), nfe) with the likelihood options of config.eval."""
+def make_bpd_fn(config, sde, model, space: latent.ScoreSpace | None = None, frozen=None):
+    """fn(rng, variables, images in [0, 1]) -> (bits/dim (B,), nfe) with the likelihood options of config.eval;
+    for a latent model (space.latents, its frozen autoencoder `frozen`) the latent bits/dim -log2 p(z) / D_z of the
+    images' scaled latents z = s E(2x - 1), a continuous density's (samplers/likelihood.py), named so."""
     e = config.eval
+    in_latents = space is not None and space.latents is not None
     likelihood_fn = get_likelihood_fn(sde, hutchinson_type=e.hutchinson_type, rtol=e.bpd_rtol, atol=e.bpd_atol,
-                                      eps=e.bpd_eps, inverse_scaler=datasets.get_data_inverse_scaler(config))
+                                      eps=e.bpd_eps, inverse_scaler=datasets.get_data_inverse_scaler(config),
+                                      quantized=not in_latents)
     scaler = datasets.get_data_scaler(config)
 
     @jax.jit
-    def bpd_fn(rng, variables, images):
+    def bpd_fn(rng, variables, images, frozen):
         score_fn = models.get_score_fn(sde, model, variables, train=False, continuous=config.training.continuous)
-        bpd, _, nfe = likelihood_fn(rng, score_fn, scaler(images))
+        bpd, _, nfe = likelihood_fn(rng, score_fn, space.encode(images, frozen) if in_latents else scaler(images))
         return bpd, nfe
 
-    return bpd_fn
+    return lambda rng, variables, images: bpd_fn(rng, variables, images, frozen)
 
 
 def make_bound_fn(config, sde, model):
@@ -214,11 +220,12 @@ def _image_rounds(config, fn, state, mesh, k: int, folder: str, name: str, datas
             "mean_nfe": float(np.mean([r["nfe"] for r in rounds]))}
 
 
-def _bpd(config, bpd_fn, state, mesh, k: int, folder: str) -> dict:
-    """Bits/dim of every image of config.eval.bpd_dataset (one round per batch), mean and standard error."""
+def _bpd(config, bpd_fn, state, mesh, k: int, folder: str, name: str) -> dict:
+    """Bits/dim (`name`: 'bpd', or a latent model's 'latent_bpd') of every image of config.eval.bpd_dataset (one
+    round per batch), mean and standard error."""
     e = config.eval
     settings = {f: e[f] for f in ("bpd_dataset", "hutchinson_type", "bpd_rtol", "bpd_atol", "bpd_eps")}
-    return _image_rounds(config, bpd_fn, state, mesh, k, folder, "bpd", e.bpd_dataset, settings, 1)
+    return _image_rounds(config, bpd_fn, state, mesh, k, folder, name, e.bpd_dataset, settings, 1)
 
 
 def _bound(config, bound_fn, state, mesh, k: int, folder: str) -> dict:
@@ -240,9 +247,9 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     # Everything that can reject the config, the checkpoints or the weight files runs before anything is written.
     ckpts = checkpoint_steps(config, workdir)
     space = latent.score_space(config)
-    if space.latents is not None and (e.enable_bpd or e.enable_bound):
-        raise ConfigError("config.eval.enable_bpd / enable_bound: latent bits/dim (of the encoded test images) is not "
-                          "implemented for a latent model (config.latent.autoencoder_dir); set both False.")
+    if space.latents is not None and e.enable_bound:
+        raise ConfigError("config.eval.enable_bound: the variational bound is of 8-bit pixels, and a latent model "
+                          "(config.latent.autoencoder_dir) has none; use enable_bpd (latent bits/dim).")
     sde = sde_lib.from_config(config)
     if e.enable_bound:
         check_bound(config, sde)
@@ -251,7 +258,9 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
     sample_fn = make_sample_fn(space.net_config, sde, model, e.batch_size, mesh,
                                decode=space.decode) if e.enable_sampling else None
-    bpd_fn = make_bpd_fn(config, sde, model) if e.enable_bpd else None
+    frozen = None if space.frozen is None else parallel.replicate(space.frozen, mesh)
+    bpd_fn = make_bpd_fn(config, sde, model, space, frozen) if e.enable_bpd else None
+    bpd_name = "bpd" if space.latents is None else "latent_bpd"
     bound_fn = make_bound_fn(config, sde, model) if e.enable_bound else None
 
     out_dir = os.path.join(workdir, eval_folder)
@@ -283,9 +292,9 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
                                                  fingerprint=np.asarray(net.fingerprint))
                     save_image_grid(samples["images"][:64] / 255.0, os.path.join(out_dir, f"ckpt_{k}_samples.png"))
             if e.enable_bpd:
-                bpd = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
+                bpd = _bpd(config, bpd_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"), bpd_name)
                 if is_chief:
-                    results["bpd"] = bpd
+                    results[bpd_name] = bpd
             if e.enable_bound:
                 bound = _bound(config, bound_fn, state, mesh, k, os.path.join(out_dir, f"ckpt_{k}"))
                 if is_chief:
@@ -306,8 +315,9 @@ def _summary(results: dict) -> str:
             r = results[name]
             kid = f", KID {r['kid']:.5g} +- {r['kid_std']:.2g}" if "kid" in r else ""
             parts.append(f"{name}: FD {r['fd']:.5g}{kid}, IS {r['is']:.4g} ({r['num_images']} images)")
-    if "bpd" in results:
-        parts.append(f"bits/dim {results['bpd']['bpd']:.4f} +- {results['bpd']['bpd_std_err']:.2g}")
+    for name, what in (("bpd", "bits/dim"), ("latent_bpd", "latent bits/dim")):
+        if name in results:
+            parts.append(f"{what} {results[name][name]:.4f} +- {results[name][f'{name}_std_err']:.2g}")
     if "bound_bpd" in results:
         b = results["bound_bpd"]
         parts.append(f"bound bits/dim {b['bound_bpd']:.4f} +- {b['bound_bpd_std_err']:.2g}")

@@ -20,6 +20,9 @@ log p_u(u) = log p_x(x) + D log a and, since each pixel value is a bin of width 
 
 the convention of score_sde / DDPM / VDM tables (score_sde writes the offset as
 7 - inverse_scaler(-1)). D is the number of elements of one example.
+
+Bits/dim of continuous data (quantized=False, e.g. a latent model's scaled latents z): -log2 p(z) / D, the
+density's, with neither the offset nor the scale; a different quantity, not comparable with the one above.
 """
 from __future__ import annotations
 
@@ -63,12 +66,14 @@ def divergence(fn, x, probe=None):
 
 
 def get_likelihood_fn(sde, hutchinson_type: str = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
-                      method: str = "dopri5", eps: float = 1e-5, inverse_scaler: Callable | None = None):
+                      method: str = "dopri5", eps: float = 1e-5, inverse_scaler: Callable | None = None,
+                      quantized: bool = True):
     """fn(rng, score_fn, x) -> (bpd (B,), z (B, ...), nfe): bits/dim of x (B, ...) on the model's scale.
 
     hutchinson_type: 'rademacher' | 'gaussian' (unbiased estimates) | 'exact' (Jacobian trace, small D).
     inverse_scaler: the data inverse scaler (model range -> [0, 1]; datasets.get_data_inverse_scaler(config));
     it must be affine, and gives a = dx/du above. None means x is already in [0, 1] (a = 1).
+    quantized=False: x is continuous data, and the bits/dim are its density's (module docstring).
     rng draws the Hutchinson probes (unused for 'exact'). z = x(T) is the latent and nfe counts the
     evaluations of the augmented vector field (each one score evaluation with its Jacobian-vector
     product, or D of them for 'exact').
@@ -91,6 +96,8 @@ def get_likelihood_fn(sde, hutchinson_type: str = "rademacher", rtol: float = 1e
                                      atol=atol, method=method)
         dim = np.prod(x.shape[1:])
         log_px = sde.prior_logp(z) + delta_logp
+        if not quantized:
+            return -log_px / (dim * np.log(2.0)), z, nfe
         bpd = -(log_px + dim * log_scale) / (dim * np.log(2.0)) + 8.0
         return bpd, z, nfe
 

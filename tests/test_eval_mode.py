@@ -317,7 +317,7 @@ def test_bits_per_dim_rounds_keep_every_image_once_in_order(eval_workdir, tmp_pa
     fake_bpd_fn = lambda rng, variables, images: (jnp.mean(images, axis=(1, 2, 3)), 7)
     optimizer = training_state.get_optimizer(config.optim)
     state = training_state.create_train_state(jax.random.PRNGKey(0), {"params": {"w": jnp.ones(3)}}, optimizer)
-    result = _bpd(config, fake_bpd_fn, state, parallel.make_mesh(), 1, str(tmp_path))
+    result = _bpd(config, fake_bpd_fn, state, parallel.make_mesh(), 1, str(tmp_path), "bpd")
     test = datasets.load_split(config, "test", host_index=0, host_count=1)
     expected = test.images.astype(np.float32).mean(axis=(1, 2, 3)) / 255.0
     assert result["num_images"] == 179 and result["mean_nfe"] == 7

@@ -8,8 +8,13 @@ import jax
 import numpy as np
 import pytest
 
+import datasets
+import models
+import sde_lib
 import tasks
 from helpers import tiny_config as tiny_score_config
+from modes.evaluate import evaluate
+from samplers.likelihood import get_likelihood_fn
 from tasks import latent
 from test_autoencoder_task import tiny_config as tiny_autoencoder_config
 from training import loop, parallel
@@ -85,3 +90,31 @@ def test_a_latent_score_model_trains_on_the_frozen_encoder_and_decodes_its_snaps
                               "scale_factor": export.scale}
     grid = np.load(os.path.join(task.workdir, "samples", "step_00000004.npz"))["image"]
     assert grid.shape == (4, 8, 8, 1)  # decoded to the autoencoder's pixels
+
+
+@pytest.mark.slow
+def test_eval_reports_latent_bits_per_dim_of_the_encoded_test_images(autoencoder_dir, tmp_path):
+    """--mode eval on a latent model: 'latent_bpd' (never 'bpd'), the continuous density's -log2 p(z) / D_z of the
+    test images' scaled latents, as the likelihood computes it on latents encoded here."""
+    config = _latent_config(autoencoder_dir)
+    config.training.n_iters = config.training.snapshot_freq = 1
+    config.training.eval_freq = 0
+    workdir = str(tmp_path / "latent")
+    task = tasks.get_task(config, workdir)
+    state = loop.train(task)
+    e = config.eval
+    e.enable_loss, e.enable_sampling, e.enable_bpd, e.bpd_dataset = False, False, True, "test"
+    e.batch_size, e.hutchinson_type = 8, "gaussian"
+    (result,) = evaluate(config, workdir, "eval")
+    assert "bpd" not in result and result["latent_bpd"]["num_images"] == len(datasets.load_split(config, "test"))
+
+    export = latent.load_export(autoencoder_dir)
+    images = next(datasets.load_split(config, "test").ordered_batches(8))["image"]
+    sde = sde_lib.from_config(config)
+    fn = get_likelihood_fn(sde, hutchinson_type="gaussian", rtol=e.bpd_rtol, atol=e.bpd_atol, eps=e.bpd_eps,
+                           quantized=False)
+    score_fn = models.get_score_fn(sde, task.model, state.ema_variables, continuous=config.training.continuous)
+    rng = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), 1), 0)
+    direct, _, _ = fn(rng, score_fn, export.encode(export.params, images))
+    rounds = np.load(os.path.join(workdir, "eval", "ckpt_1", "latent_bpd_00000.npz"))
+    np.testing.assert_allclose(rounds["latent_bpd"], np.asarray(direct), rtol=1e-4)

@@ -54,6 +54,18 @@ def test_gaussian_bits_per_dim_with_exact_divergence(name, sde, mu):
     assert 10 < int(nfe) < 1000
 
 
+
+def test_continuous_data_bits_per_dim_are_the_densitys():
+    """quantized=False (a latent model's latents): -log2 p(x) / D of the Gaussian's own density, no 8-bit offset."""
+    dim, batch = 4, 16
+    data = _gaussian([0.3, -0.2, 0.1, 0.5], 0.4)
+    x = data.sample(jax.random.PRNGKey(3), batch)[0]
+    fn = likelihood.get_likelihood_fn(sde_lib.VPSDE(), hutchinson_type="exact", quantized=False)
+    bpd, _, _ = jax.jit(lambda x: fn(None, data.score_fn(sde_lib.VPSDE()), x))(x)
+    ones = jnp.ones(batch)
+    np.testing.assert_allclose(bpd, _bpd(data.log_prob(x, ones, 0 * ones), dim) - 8.0, atol=0.01)
+
+
 MIXTURE_POINTS = jnp.array([[-1.0, -0.5], [1.1, -0.2], [0.0, 0.9], [0.2, 0.3]])
 MIXTURE_TOL = 1e-6  # the low-density point between modes has a harder path: 1.7e-3 bpd of solver error at 1e-5
 

@@ -2,8 +2,8 @@
 
 Train the autoencoder first, in the folder config.latent.autoencoder_dir names:
 
-    python main.py --config configs/autoencoder/kl_fashion_mnist.py --workdir runs/kl_fashion_mnist
-    python main.py --config configs/latent/ddpm_fashion_mnist.py --workdir runs/ldm_fashion_mnist
+    python main.py --config configs/autoencoder/kl_fashion_mnist.py --mode train --workdir runs/kl_fashion_mnist
+    python main.py --config configs/latent/ddpm_fashion_mnist.py --mode train --workdir runs/ldm_fashion_mnist
 
 config.data stays the pixels' (28x28x1 Fashion-MNIST: what the autoencoder was trained on, what samples are
 decoded to and FD is measured on); the U-Net sees the 7x7x4 latents z = s E(2x - 1). 7 is odd, so the U-Net
