@@ -170,6 +170,22 @@ class Dataset:
                                        "mask": mask}, indices)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConditionedData:
+    """A split whose batches also hold 'condition' = condition(images, their indices in `data`), computed from
+    each batch's (flipped) images: a ControlNet's hint or a concat-conditioned model's condition image."""
+
+    data: Dataset
+    condition: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1, augment: bool = True):
+        for call, item in enumerate(self.data.batches(global_batch, start_step, steps_per_call, augment)):
+            first = start_step + call * steps_per_call
+            yield {**item, "condition": np.stack([
+                self.condition(item["image"][k], self.data.batch_indices(first + k, global_batch))
+                for k in range(steps_per_call)]).astype(np.float32)}
+
+
 def load_split(config, split: str, host_index: int | None = None, host_count: int | None = None) -> Dataset:
     """The `split` ('train' or 'test') of config.data.dataset, preprocessed per config.data."""
     import jax

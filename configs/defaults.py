@@ -167,6 +167,17 @@ def get_base_config():
     text.projection_dim = 64  # CLIP: width of the shared embedding
     text.eval_examples = 1000  # CLIP: held-out examples the retrieval and order metrics are measured on
 
+    # new: latent diffusion's 'concat' conditioning (tasks/concat.py): a condition image made from each example,
+    # concatenated to the score network's input channels, dropped to the null (zero) image at rate dropout so
+    # that config.sampling.guidance='cfg' applies to it
+    config.concat = concat = ml_collections.ConfigDict()
+    concat.kind = ""  # '' (off) | 'lowres' (super-resolution) | 'inpaint' (mask + masked image) | 'foreground'
+    concat.factor = 4  # 'lowres': the downsampling factor k; must divide data.image_size
+    concat.upsample = "nearest"  # 'lowres': how the k-times smaller image is brought back, 'nearest' | 'bilinear'
+    concat.threshold = 0.5  # 'foreground': gray level above which a pixel is foreground
+    concat.dropout = 0.1  # rate of null conditions in training (classifier-free guidance)
+    concat.channels = 0  # the condition's channels C_c; 0: the kind's for config.data (a latent model's: its pixels')
+
     config.data = data = ml_collections.ConfigDict()
     data.dataset = ""
     data.image_size = 32

@@ -11,6 +11,17 @@ Kinds (`KINDS`), each a map from images x in [0, 1]^(N, H, W, C) to conditions c
 
 and 'folder': user-given condition images, one per data file, paired by file name (`paired_conditions`).
 
+Concat conditions (`CONCAT_KINDS`: latent diffusion's 'concat' conditioning, images the denoiser takes as extra
+input channels), each a map from x in [0, 1]^(N, H, W, C) to c in [0, 1]^(N, H, W, C_c):
+
+    lowres      c = U_k(A_k(x))                 A_k: the mean of each k x k block (area downsampling by k);
+                                                U_k: back to H x W, nearest (each block constant) or bilinear
+                                                (half-pixel centres, edges clamped); C_c = C (super-resolution)
+    inpaint     c = [x (1 - m), m]              m in {0, 1}^(H, W, 1), 1 where unknown: a random box or brush
+                                                stroke drawn from the generator seeded (seed, index), so the
+                                                mask of an example is a pure function of its index; C_c = C + 1
+    foreground  c = [gray(x) > threshold]       the 'mask' kind's map (semantic map of two classes); C_c = 1
+
 Edge agreement of predicted edges P with reference edges R at a tolerance of r pixels:
 
     precision = |P ∩ D_r(R)| / |P|,   recall = |R ∩ D_r(P)| / |R|,   F1 = 2 precision recall / (precision + recall)
@@ -28,6 +39,8 @@ from data_sources.local import decode_image, list_images
 from data_sources.preprocess import ImageFormat
 
 KINDS = ("canny", "scribble", "mask", "folder")
+CONCAT_KINDS = ("lowres", "inpaint", "foreground")
+UPSAMPLING = ("nearest", "bilinear")
 
 
 def gray(images: np.ndarray) -> np.ndarray:
@@ -76,6 +89,79 @@ def compute(kind: str, images: np.ndarray, sigma: float = 0.5, radius: int = 1, 
         return threshold_mask(images, threshold)
     raise ValueError(f"Conditions of kind {kind!r} are not computed from images; computed kinds: "
                      f"{[k for k in KINDS if k != 'folder']}.")
+
+
+def concat_channels(kind: str, channels: int) -> int:
+    """C_c of a concat condition of `kind` for images of `channels` channels."""
+    return {"lowres": channels, "inpaint": channels + 1, "foreground": 1}[kind]
+
+
+def area_downsample(images, factor: int):
+    """A_k: (N, H, W, C) -> (N, H / k, W / k, C), the mean of each k x k block (numpy or jax arrays)."""
+    n, h, w, c = images.shape
+    return images.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def _linear_weights(size: int, factor: int) -> np.ndarray:
+    """(size k, size) bilinear interpolation matrix: output pixel i samples input coordinate (i + 1/2) / k - 1/2,
+    clamped to the edge pixels' centres."""
+    pos = np.clip((np.arange(size * factor) + 0.5) / factor - 0.5, 0, size - 1)
+    low = np.minimum(np.floor(pos).astype(int), size - 2) if size > 1 else np.zeros(len(pos), int)
+    frac = pos - low
+    weights = np.zeros((size * factor, size), np.float32)
+    np.add.at(weights, (np.arange(len(pos)), low), 1 - frac)
+    np.add.at(weights, (np.arange(len(pos)), np.minimum(low + 1, size - 1)), frac)
+    return weights
+
+
+def lowres(images: np.ndarray, factor: int, upsample: str = "nearest") -> np.ndarray:
+    """U_k(A_k(x)): the images at 1/k of their resolution, shown at full size (module docstring)."""
+    small = area_downsample(np.asarray(images, np.float32), factor)
+    if upsample == "nearest":
+        return small.repeat(factor, axis=1).repeat(factor, axis=2)
+    rows, cols = _linear_weights(small.shape[1], factor), _linear_weights(small.shape[2], factor)
+    return np.einsum("ph,nhwc,qw->npqc", rows, small, cols).astype(np.float32)
+
+
+def inpaint_mask(size: int, seed: int, index: int) -> np.ndarray:
+    """m (size, size, 1) in {0, 1}, 1 where unknown: with probability 1/2 a box of sides in [size/4, 3 size/4],
+    else a brush stroke of 2..4 straight segments, 2r + 1 pixels thick, r in 0..max(1, size / 16); drawn from
+    (seed, index) alone."""
+    rng = np.random.default_rng([seed, index, 7])
+    m = np.zeros((size, size), np.float32)
+    if rng.random() < 0.5:
+        h, w = rng.integers(max(1, size // 4), max(2, 3 * size // 4 + 1), 2)
+        top, left = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+        m[top:top + h, left:left + w] = 1
+        return m[..., None]
+    radius = int(rng.integers(0, max(1, size // 16) + 1))
+    point = rng.uniform(0, size - 1, 2)
+    for _ in range(rng.integers(2, 5)):
+        angle = rng.uniform(0, 2 * np.pi)
+        end = np.clip(point + rng.uniform(size / 4, size / 2) * np.array([np.sin(angle), np.cos(angle)]), 0, size - 1)
+        for y, x in np.linspace(point, end, 2 * size).round().astype(int):
+            m[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = 1
+        point = end
+    return m[..., None]
+
+
+def inpaint(images: np.ndarray, indices, seed: int) -> np.ndarray:
+    """[x (1 - m), m] (N, H, W, C + 1), m = inpaint_mask of each example's (seed, index)."""
+    images = np.asarray(images, np.float32)
+    m = np.stack([inpaint_mask(images.shape[1], seed, int(i)) for i in indices])
+    return np.concatenate([images * (1 - m), m], axis=-1)
+
+
+def compute_concat(kind: str, images: np.ndarray, indices, *, seed: int = 0, factor: int = 4,
+                   upsample: str = "nearest", threshold: float = 0.5) -> np.ndarray:
+    """The concat condition of `kind` (CONCAT_KINDS) of images in [0, 1] with dataset indices `indices`."""
+    if kind == "lowres":
+        return lowres(images, factor, upsample)
+    if kind == "inpaint":
+        return inpaint(images, indices, seed)
+    if kind == "foreground":
+        return threshold_mask(images, threshold)
+    raise ValueError(f"Unknown concat condition {kind!r}; choose one of {list(CONCAT_KINDS)}.")
 
 
 def paired_conditions(folder: str, paths, fmt: ImageFormat) -> np.ndarray:

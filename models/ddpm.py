@@ -16,11 +16,12 @@ def _resblock(config):
                                                       norm_groups=layers.norm_groups(config))
 
 
-def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
+def encode(config, x, time_cond, labels=None, train: bool = False, hint=None, concat=None):
     """The time embedding, input conv, down path and middle, inside the calling compact module (which names and
     holds the parameters, so a ControlNet that calls it has the U-Net's names):
 
-        temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in(x) (+ hint, a ControlNet's embedded condition),
+        temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in([x, concat]) (+ hint, a ControlNet's embedded
+        condition; concat a condition image, layers.concat_input),
         skips = [h_0, each level's residual-block outputs, its downsampled output], mid = R(A(R(skips[-1])))
 
     returns (temb, mid, skips), skips in push order.
@@ -36,7 +37,7 @@ def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
     temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
 
     h = (x if config.data.centered else 2.0 * x - 1.0).astype(dtype)
-    h = layers.conv3x3(h, nf)
+    h = layers.conv3x3(layers.concat_input(h, concat), nf)
     hs = [h if hint is None else h + hint.astype(dtype)]
     for level in range(len(ch_mult)):
         for _ in range(m.num_res_blocks):
@@ -56,13 +57,14 @@ def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
 class DDPM(nn.Module):
     """U-Net of residual blocks with self-attention at `attn_resolutions`.
 
-    Called as model(x, time_cond, labels=None, train=False, control=None) with x in the
+    Called as model(x, time_cond, labels=None, train=False, control=None, concat=None) with x in the
     model's data range (B, H, W, C) and time_cond (B,) the noise conditioning chosen by
     `models.get_score_fn` (a timestep index or 999 t for VP, sigma(t) for VE).
     With config.model.num_classes > 0, labels (B,) add a class embedding to the
     time embedding (None: the null label). `control` = (down residuals, mid residual), a
     ControlNet's (models/controlnet.py), adds residual i to skip i and the mid one to the
-    middle block's output (layers.add_control). The output has the shape of x (2C
+    middle block's output (layers.add_control); `concat` (B, H, W, C_c), a condition image in [0, 1], is
+    concatenated to the (centred) input of the first conv (layers.concat_input). The output has the shape of x (2C
     channels with config.model.learned_variance), in float32; `get_score_fn`
     turns it into a score.
     """
@@ -70,13 +72,13 @@ class DDPM(nn.Module):
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, time_cond, labels=None, train: bool = False, control=None):
+    def __call__(self, x, time_cond, labels=None, train: bool = False, control=None, concat=None):
         m = self.config.model
         act = layers.get_act(self.config)
         nf, ch_mult = m.nf, tuple(m.ch_mult)
         groups, resblock = layers.norm_groups(self.config), _resblock(self.config)
 
-        temb, h, hs = encode(self.config, x, time_cond, labels, train)
+        temb, h, hs = encode(self.config, x, time_cond, labels, train, concat=concat)
         if control is not None:
             hs, h = layers.add_control(hs, h, control)
 

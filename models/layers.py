@@ -69,6 +69,17 @@ def add_control(skips, mid, control):
     return [s + r.astype(s.dtype) for s, r in zip(skips, down)], mid + r_mid.astype(mid.dtype)
 
 
+def concat_input(x, concat):
+    """[x, c] on the channel axis (B, H, W, C + C_c): latent diffusion's 'concat' conditioning, the condition
+    image c (B, H, W, C_c) entering the input conv beside x; x itself when c is None."""
+    if concat is None:
+        return x
+    if concat.shape[:3] != x.shape[:3]:
+        raise ValueError(f"The concat condition has shape {tuple(concat.shape)}; the input is {tuple(x.shape)}: "
+                         f"give (B, H, W, C_c) at the denoiser's batch and resolution.")
+    return jnp.concatenate([x, concat.astype(x.dtype)], axis=-1)
+
+
 #: GroupNorm group counts G(C) of C channels (config.model.norm_groups): 'fixed_32', G = 32, as in DDPM
 #: (Ho et al. 2020; score_sde's ddpm.py); 'quarter_channels', G = min(C // 4, 32), as in score_sde's
 #: NCSN++ / DDPM++, and this framework's rule for every network before it had the option.

@@ -78,11 +78,12 @@ def _blocks(config):
     return resblock, attention
 
 
-def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
+def encode(config, x, time_cond, labels=None, train: bool = False, hint=None, concat=None):
     """The time embedding, input conv, down path (with its input pyramid) and middle, inside the calling compact
     module (which names and holds the parameters, so a ControlNet that calls it has the U-Net's names):
 
-        temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in(x) (+ hint, a ControlNet's embedded condition),
+        temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in([x, concat]) (+ hint, a ControlNet's embedded
+        condition; concat a condition image, layers.concat_input, which the input pyramid does not see),
         skips = [h_0, each level's residual-block outputs, its downsampled output], mid = R(A(R(skips[-1])))
 
     returns (temb, mid, skips), skips in push order.
@@ -104,7 +105,7 @@ def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
 
     h = (x if config.data.centered else 2.0 * x - 1.0).astype(dtype)
     input_pyramid = h
-    h = layers.conv3x3(h, nf)
+    h = layers.conv3x3(layers.concat_input(h, concat), nf)
     hs = [h if hint is None else h + hint.astype(dtype)]
     for level in range(len(ch_mult)):
         for _ in range(m.num_res_blocks):
@@ -133,18 +134,20 @@ def encode(config, x, time_cond, labels=None, train: bool = False, hint=None):
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
-    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False, control=None) -> (B, H, W, C)
+    """The NCSN++ / DDPM++ U-Net, model(x, time_cond, labels=None, train=False, control=None, concat=None) ->
+    (B, H, W, C)
     float32 (2C channels with config.model.learned_variance).
 
     time_cond (B,) is the noise conditioning of models.noise_conditioning (999 t, sigma(t)
     or a step index); labels (B,) class labels when config.model.num_classes > 0; control a ControlNet's
-    (down residuals, mid residual), added to the skips and the middle's output (layers.add_control).
+    (down residuals, mid residual), added to the skips and the middle's output (layers.add_control); concat
+    (B, H, W, C_c) a condition image concatenated to the input of the first conv (layers.concat_input).
     """
 
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, time_cond, labels=None, train: bool = False, control=None):
+    def __call__(self, x, time_cond, labels=None, train: bool = False, control=None, concat=None):
         m = self.config.model
         opts = _options(self.config)
         act = layers.get_act(self.config)
@@ -156,7 +159,7 @@ class NCSNpp(nn.Module):
         def output_conv(h, out_ch, init_scale=1.0):
             return layers.conv3x3(act(layers.group_norm(h, groups)), out_ch, init_scale=init_scale)
 
-        temb, h, hs = encode(self.config, x, time_cond, labels, train)
+        temb, h, hs = encode(self.config, x, time_cond, labels, train, concat=concat)
         if control is not None:
             hs, h = layers.add_control(hs, h, control)
 

@@ -18,14 +18,15 @@ import sde_lib
 from models.registry import get_model
 
 
-def init_model(rng: jax.Array, config, model=None):
-    """Initial variables of the model named by config (or of `model`), from a batch of one."""
+def init_model(rng: jax.Array, config, model=None, **inputs):
+    """Initial variables of the model named by config (or of `model`), from a batch of one; `inputs` are further
+    keyword inputs of that batch whose shapes the parameters follow (e.g. a zero `concat` condition image)."""
     model = model if model is not None else get_model(config)
     d = config.data
     x = jnp.zeros((1, d.image_size, d.image_size, d.num_channels), jnp.float32)
     t = jnp.zeros((1,), jnp.float32)
     params_rng, dropout_rng = jax.random.split(rng)
-    return model.init({"params": params_rng, "dropout": dropout_rng}, x, t, train=False)
+    return model.init({"params": params_rng, "dropout": dropout_rng}, x, t, train=False, **inputs)
 
 
 def noise_conditioning(sde: sde_lib.SDE, t: jax.Array, continuous: bool) -> tuple[jax.Array, jax.Array]:

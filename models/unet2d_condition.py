@@ -187,17 +187,20 @@ def encode(spec: UNetSpec, x, emb, context, mask=None, train: bool = False, hint
     return h, skips
 
 
-def unet_forward(spec: UNetSpec, x, timesteps, context=None, control=None, mask=None, train: bool = False):
+def unet_forward(spec: UNetSpec, x, timesteps, context=None, control=None, mask=None, train: bool = False,
+                 concat=None):
     """The U-Net's output for NHWC x (float32), inside the calling compact module (which holds the parameters).
 
     `control` = (down residuals, mid residual), as returned by a ControlNet: residual i is added to skip i and
     the mid one to the mid-block output. `mask` (B, L) masks context tokens; context None is `null_context`.
+    `concat` (B, H, W, C_c), a condition image, is concatenated to the (centred) input of conv_in
+    (layers.concat_input), which then takes in_channels + C_c channels.
     """
     dtype = layers.DTYPES[spec.dtype]
     h = (2.0 * x - 1.0 if spec.center_input_sample else x).astype(dtype)
     context = null_context(spec, x.shape[0], dtype) if context is None else context.astype(dtype)
     emb = embed_time(spec, timesteps, x.shape[0], dtype)
-    h, skips = encode(spec, h, emb, context, mask, train)
+    h, skips = encode(spec, layers.concat_input(h, concat), emb, context, mask, train)
     if control is not None:
         skips, h = layers.add_control(skips, h, control)
     n = len(spec.block_out_channels)
@@ -227,20 +230,21 @@ class UNet2DConditionModel(nn.Module):
 class UNet2DConditionScoreNet(nn.Module):
     """Stable Diffusion's U-Net as a score network of this framework (spec from `spec_from_config`).
 
-    Called as model(x, t, labels=None, train=False, context=None, control=None): x (B, H, W, C), t the noise
-    conditioning `models.get_score_fn` passes (for SD's discrete VP chain the integer step index), context the
-    (B, L, D) encoder hidden states (None: the null context), control a ControlNet's (down, mid) residuals. It
-    predicts epsilon (the VP convention), in float32. The parameter tree is UNet2DConditionModel's, so
+    Called as model(x, t, labels=None, train=False, context=None, control=None, concat=None): x (B, H, W, C), t
+    the noise conditioning `models.get_score_fn` passes (for SD's discrete VP chain the integer step index),
+    context the (B, L, D) encoder hidden states (None: the null context), control a ControlNet's (down, mid)
+    residuals, concat a (B, H, W, C_c) condition image (unet_forward). It predicts epsilon (the VP convention),
+    in float32. The parameter tree is UNet2DConditionModel's, so
     `from_diffusers` weights load into it. Class labels are not supported (condition through context).
     """
 
     config: ml_collections.ConfigDict
 
     @nn.compact
-    def __call__(self, x, time_cond, labels=None, train: bool = False, context=None, control=None):
+    def __call__(self, x, time_cond, labels=None, train: bool = False, context=None, control=None, concat=None):
         if labels is not None:
             raise ValueError("unet2d_condition takes no class labels; condition it through context.")
-        return unet_forward(spec_from_config(self.config), x, time_cond, context, control, train=train)
+        return unet_forward(spec_from_config(self.config), x, time_cond, context, control, train=train, concat=concat)
 
 
 def param_shapes(model: nn.Module, spec: UNetSpec, *inputs):

@@ -75,6 +75,9 @@ def checkpoint_steps(config, workdir: str) -> list[tuple[int, int]]:
 
 def _validate(config, num_devices: int) -> None:
     e = config.eval
+    if config.concat.kind:
+        raise ConfigError(f"config.concat.kind={config.concat.kind!r}: --mode eval of a concat-conditioned model is "
+                          f"not wired yet (its test loss and samples need their condition images); use --mode sample.")
     parallel.check_divisible("eval.batch_size", e.batch_size, num_devices)
     if e.enable_sampling and e.num_samples < 2:
         raise ConfigError(f"config.eval.num_samples={e.num_samples} must be at least 2 for feature statistics.")

@@ -182,11 +182,15 @@ def newest_checkpoint(config, workdir: str) -> int:
 
 def sample(config, workdir: str, eval_folder: str) -> str:
     """Run `--mode sample`; returns the path of the .npz written. ControlNets: modes/controlnet_sample.py;
-    prompts: modes/prompts.py."""
+    prompts: modes/prompts.py; concat-conditioned models: modes/concat_sample.py."""
     if config.training.task == "controlnet":
         from modes import controlnet_sample  # here: it reads this module's label and guidance checks
 
         return controlnet_sample.sample(config, workdir, eval_folder)
+    if config.concat.kind:
+        from modes import concat_sample  # here: it reads this module's inputs and checkpoint helpers
+
+        return concat_sample.sample(config, workdir, eval_folder)
     if prompts.wants_prompts(config):
         return prompts.sample_prompts(config, workdir, eval_folder)
     validate(config)

@@ -45,13 +45,17 @@ def classifier_free_guidance(score_fn_for_labels: Callable, labels, null_label, 
     score_fn_for_labels(labels (2B, ...)) -> score_fn(x (2B, ...), t (2B,)), e.g.
     lambda y: models.get_score_fn(sde, model, variables, labels=y). labels are class labels (B,) with the
     null label an int, or prompts' token ids (B, L) with null_label the empty (or a negative) prompt's ids,
-    (L,) or (B, L). w is a scalar or per-example (B,).
+    (L,) or (B, L), or any pytree of conditions with null_label a pytree of the same structure, e.g.
+    (None, a concat condition image (B, H, W, C_c)) with null (None, 0.0), the null image.
+    w is a scalar or per-example (B,).
     w = 0 (a Python number) skips the unconditional branch: the result is then exactly the conditional score.
     """
-    labels = jnp.asarray(labels, jnp.int32)
+    labels = jax.tree.map(jnp.asarray, labels) if isinstance(labels, (tuple, dict)) else jnp.asarray(labels, jnp.int32)
     if isinstance(w, (int, float)) and w == 0:
         return score_fn_for_labels(labels)
-    both = score_fn_for_labels(jnp.concatenate([labels, jnp.broadcast_to(jnp.asarray(null_label, jnp.int32), labels.shape)]))
+    both = score_fn_for_labels(jax.tree.map(
+        lambda y, null: jnp.concatenate([y, jnp.broadcast_to(jnp.asarray(null, y.dtype), y.shape)]),
+        labels, null_label))
 
     def score_fn(x, t):
         cond, uncond = jnp.split(both(jnp.concatenate([x, x]), jnp.concatenate([t, t])), 2)

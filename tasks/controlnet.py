@@ -131,21 +131,6 @@ def condition_fn(config, data: datasets.Dataset) -> Callable[[np.ndarray, np.nda
                                                                 fmt) / np.float32(255)
 
 
-@dataclasses.dataclass(frozen=True)
-class ConditionedData:
-    """A split whose batches also hold 'condition', computed from each batch's (flipped) images."""
-
-    data: datasets.Dataset
-    condition: Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-    def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1, augment: bool = True):
-        for call, item in enumerate(self.data.batches(global_batch, start_step, steps_per_call, augment)):
-            first = start_step + call * steps_per_call
-            yield {**item, "condition": np.stack([
-                self.condition(item["image"][k], self.data.batch_indices(first + k, global_batch))
-                for k in range(steps_per_call)]).astype(np.float32)}
-
-
 def build(config, base: Base, seed_rng=None):
     """(the controlled network `Controlled(base, ControlNet)`, the ControlNet's fresh params from_base)."""
     c = config.controlnet
@@ -180,8 +165,8 @@ class ControlNetTask:
         self.schedule = Schedule.from_config(config)
         self.sde = sde_lib.from_config(config)
         train, test = datasets.get_dataset(config)
-        self.train_data = ConditionedData(train, condition_fn(config, train))
-        self.eval_data = ConditionedData(test, condition_fn(config, test))
+        self.train_data = datasets.ConditionedData(train, condition_fn(config, train))
+        self.eval_data = datasets.ConditionedData(test, condition_fn(config, test))
         base = open_base(config, mesh)
         self.frozen, self.frozen_record = base.variables, base.record
         self.model, self._params = build(config, base)

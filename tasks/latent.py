@@ -27,6 +27,7 @@ from flax import traverse_util
 
 from models.autoencoder import AutoencoderKL
 from models.vq import VQModel
+from tasks import concat
 from training.files import atomic_savez, atomic_write_json, tree_digest
 from training.validation import ConfigError
 
@@ -146,10 +147,13 @@ def open_for(config) -> Latents:
 
 def score_config(config, latents: Latents):
     """config for the score network on latents: data.image_size / num_channels the latent's (h, c), data
-    centered (the latents are already zero-mean, unit-scale: no [0, 1] -> [-1, 1] map applies)."""
+    centered (the latents are already zero-mean, unit-scale: no [0, 1] -> [-1, 1] map applies); a concat
+    condition keeps its pixel channels (config.concat.channels)."""
     h, _, c = latents.shape
     net = config.copy_and_resolve_references()
     with net.unlocked():
+        if concat.enabled(config):
+            net.concat.channels = concat.channels(config)
         net.data.image_size, net.data.num_channels, net.data.centered = h, c, True
     return net
 

@@ -12,6 +12,11 @@ same loss of the EMA parameters. Snapshot: a grid of samples drawn with config.s
 under workdir/samples/ (for a text-conditioned model, one per test caption, the captions listed in a .txt beside
 the grid).
 
+With concat conditioning (config.concat.kind, tasks/concat.py) each batch also holds its examples' condition
+images, which the network takes as extra input channels (a fraction config.concat.dropout of them the null
+image), and a snapshot samples the conditions of the first test images: its grid shows, a row each, condition |
+sample | the test image it was made from (the npz holds image, condition and reference).
+
 In latent space (config.latent.autoencoder_dir names an autoencoder run, tasks/latent.py): x_0 = s E(2x - 1) is
 encoded on the fly by the frozen encoder (the loop's `frozen`, recorded with the run's path, step and digest),
 the network works on (h, w, c) latents (tasks.latent.score_config), and snapshot samples are decoded to pixels.
@@ -35,7 +40,7 @@ import models
 from losses import chain
 import samplers
 import sde_lib
-from tasks import latent, text
+from tasks import concat, latent, text
 from training import parallel
 from training.checkpoint import abstract_like
 from training.files import atomic_write_text
@@ -51,13 +56,14 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
                 num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None,
                 loss: str = "dsm", vlb_sampling: str = "uniform", vlb_lambda: float = 1e-3,
-                edm_levels: tuple = (-1.2, 1.2, 0.5)):
+                edm_levels: tuple = (-1.2, 1.2, 0.5), concat_dropout: float = 0.0):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)} (and
     'tokens' (B, L) for a text-conditioned model, `prompt` a models.prompt.PromptConditioning):
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
     train=False -> the loss of the EMA parameters. x_0 = scaler(image), or encode(image, frozen) when given
     (a latent model's frozen encoder); conditions(batch, frozen) -> the network's further inputs the score
-    function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base). `loss` is
+    function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base; a concat condition image,
+    of which a fraction concat_dropout is replaced by the null image 0 in training). `loss` is
     config.training.loss (module docstring); edm_levels its 'edm' (P_mean, P_std, sigma_d)."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
@@ -97,6 +103,9 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
             return loss_fn(state.ema_params, state.model_state, step_rng, x0, condition, given, frozen)[0]
         if condition is not None and label_dropout > 0:
             condition = losses.drop_labels(label_rng, condition, null, label_dropout)
+        if given.get("concat") is not None and concat_dropout > 0:
+            given = {**given, "concat": losses.drop_labels(jax.random.fold_in(label_rng, 1), given["concat"], 0.0,
+                                                           concat_dropout)}
         (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.model_state, step_rng,
                                                                         x0, condition, given, frozen)
         state, value = apply_gradients(state, value, grads, optimizer, rng, ema_rate)
@@ -116,16 +125,18 @@ def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scal
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
                        num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
                        conditions=conditions, prompt=prompt, loss=t.loss, vlb_sampling=t.vlb_sampling,
-                       vlb_lambda=t.vlb_lambda, edm_levels=(t.edm_p_mean, t.edm_p_std, config.model.sigma_data))
+                       vlb_lambda=t.vlb_lambda, edm_levels=(t.edm_p_mean, t.edm_p_std, config.model.sigma_data),
+                       concat_dropout=config.concat.dropout)
 
 
 def init_state(config, model, optimizer, seed_rng=None, prompt=None) -> TrainState:
     """The fresh train state of `model` (with `prompt`'s text tower when it is trained jointly): params from
     the first key of PRNGKey(config.seed), rng the second; with training.vlb_sampling='importance', the empty
-    history of the vlb loss's terms in model_state."""
+    history of the vlb loss's terms in model_state. A concat-conditioned model's input conv sees its condition's
+    channels (tasks.concat.init_inputs)."""
     init_rng, state_rng, text_rng = jax.random.split(jax.random.PRNGKey(config.seed) if seed_rng is None
                                                      else seed_rng, 3)
-    variables = models.init_model(init_rng, config, model)
+    variables = models.init_model(init_rng, config, model, **concat.init_inputs(config))
     variables = variables if prompt is None else prompt.init(text_rng, variables)
     if config.training.vlb_sampling == "importance":
         variables = {**variables, chain.HISTORY: chain.init_history(sde_lib.from_config(config))}
@@ -142,7 +153,8 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
                    strength=None):
     """fn(rng, variables, labels=None, known=None, **conditions) -> samples in [0, 1], (num_samples, H, W, C),
     with the sampler of config.sampling, one compiled program shown by a bar of its network evaluations
-    (training.progress); `conditions` are the network's further inputs (get_score_fn's);
+    (training.progress); `conditions` are the network's further inputs (get_score_fn's): a concat condition
+    image `concat` pairs with the labels, (labels, concat), as the condition guidance sees (its null image 0);
     decode(x) -> images in [0, 1] maps a latent model's samples to pixels (by default x is mapped back by the
     data inverse scaler and clipped). With `prompt` (models.prompt) the labels are token ids (num_samples, L)
     and variables' params hold the text tower too (a frozen one merged in).
@@ -177,22 +189,28 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
 
     @functools.partial(jax.jit, out_shardings=parallel.batch_sharding(mesh))
     def sample(rng, variables, labels=default_labels, known=None, **conditions):
+        image = conditions.pop("concat", None)
+
         def network_inputs(y):
-            """(variables, get_score_fn's keyword inputs) for the condition y: class labels or a prompt's ids."""
+            """(variables, get_score_fn's keyword inputs) for the condition y: class labels or a prompt's ids,
+            paired with a concat condition image when one is given."""
+            y, given = (y, conditions) if image is None else (y[0], {"concat": y[1], **conditions})
             if prompt is None:
-                return variables, {"labels": y, **conditions}
+                return variables, {"labels": y, **given}
             params, context = prompt.split(variables["params"], y)
-            return {**variables, "params": params}, {"context": context, **conditions}
+            return {**variables, "params": params}, {"context": context, **given}
 
         def score_fn_for_labels(y):
             net_variables, inputs = network_inputs(y)
             return models.get_score_fn(sde, model, net_variables, train=False, continuous=config.training.continuous,
                                        **inputs)
 
-        score_fn = progress.count(score_fn_for_labels(labels) if guide is None else guide(score_fn_for_labels, labels))
+        condition = labels if image is None else (labels, image)
+        score_fn = progress.count(score_fn_for_labels(condition) if guide is None
+                                  else guide(score_fn_for_labels, condition))
         sampler = get_sampler(known)
         if models.has_learned_variance(config) and samplers.takes_variance(sampler):
-            net_variables, inputs = network_inputs(labels)
+            net_variables, inputs = network_inputs(condition)
             x, _ = sampler(rng, score_fn, models.get_variance_fn(sde, model, net_variables,
                                                                  continuous=config.training.continuous, **inputs))
         else:
@@ -202,14 +220,15 @@ def make_sample_fn(config, sde, model, num_samples: int, mesh, guide=None, obser
     return functools.wraps(sample)(functools.partial(progress.run, sample))
 
 
-def write_samples(images, workdir: str, step: int, nrow: int | None = None) -> str:
-    """Save a sample grid PNG (nrow images a row; and the images as uint8 npz) under workdir/samples/;
-    returns the PNG path."""
+def write_samples(images, workdir: str, step: int, nrow: int | None = None, grid=None, **arrays) -> str:
+    """Save a sample grid PNG (of `grid`, by default the images; nrow images a row) and the images (and `arrays`)
+    as uint8 npz under workdir/samples/; returns the PNG path."""
     images = np.asarray(images)
     folder = os.path.join(workdir, "samples")
     path = os.path.join(folder, f"step_{step:08d}.png")
-    save_image_grid(images, path, nrow=nrow)
-    np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"), image=datasets.to_uint8(images))
+    save_image_grid(images if grid is None else grid, path, nrow=nrow)
+    np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"), image=datasets.to_uint8(images),
+                        **{name: datasets.to_uint8(value) for name, value in arrays.items()})
     return path
 
 
@@ -252,11 +271,21 @@ class ScoreTask:
         self.frozen = {**(space.frozen or {}), **(text_frozen or {})} or None
         self.frozen_record = ({"latent": space.record, "text": text_record} if space.record and text_record
                               else space.record or text_record)
+        given = None
+        if concat.enabled(config):  # batches hold their condition images, the snapshot the test images'
+            concat.validate(config)
+            condition_fn = concat.condition_fn(config)
+            self.train_data, self.eval_data = (datasets.ConditionedData(d, condition_fn)
+                                               for d in (self.train_data, self.eval_data))
+            given = concat.network_inputs(self.net_config)
+            indices = np.arange(t.snapshot_num_samples) % len(self.eval_data.data)
+            self._reference = self.eval_data.data.source.read(indices)[0] / np.float32(255)
+            self._condition = condition_fn(self._reference, indices)
         scaler = datasets.get_data_scaler(config)
         self.train_step = step_fn_from_config(config, self.sde, self.model, train=True, optimizer=self.optimizer,
-                                              scaler=scaler, encode=space.encode, prompt=self.prompt)
+                                              scaler=scaler, encode=space.encode, conditions=given, prompt=self.prompt)
         self.eval_step = step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
-                                             encode=space.encode, prompt=self.prompt)
+                                             encode=space.encode, conditions=given, prompt=self.prompt)
         self._sample_fn = make_sample_fn(self.net_config, self.sde, self.model, t.snapshot_num_samples, mesh,
                                          decode=space.decode, prompt=self.prompt) if t.snapshot_sampling else None
         self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
@@ -268,6 +297,9 @@ class ScoreTask:
         if self._sample_fn is None:
             return
         rng = jax.random.fold_in(self._sample_rng, step)
+        if concat.enabled(self.config):
+            self._concat_snapshot(rng, state, step)
+            return
         if self.prompt is None:
             images = parallel.gather(self._sample_fn(rng, state.ema_variables))
         else:
@@ -278,6 +310,16 @@ class ScoreTask:
             if self._prompts:
                 atomic_write_text(path[:-4] + ".txt", "\n".join(self._prompts) + "\n")
             logging.info("Step %d: samples written to %s", step, path)
+
+    def _concat_snapshot(self, rng, state: TrainState, step: int) -> None:
+        """Samples of the test images' conditions; grid rows condition | sample | reference."""
+        images = parallel.gather(self._sample_fn(rng, state.ema_variables,
+                                                 concat=concat.to_denoiser(self._condition, self.net_config)))
+        if jax.process_index() == 0:
+            grid = concat.rows(self.config, self._condition, images, self._reference)
+            path = write_samples(images, self.workdir, step, nrow=12, grid=grid, condition=self._condition,
+                                 reference=self._reference)
+            logging.info("Step %d: conditions, samples and references written to %s", step, path)
 
     def finish(self, state: TrainState) -> None:
         """Nothing beyond the last periodic checkpoint and its grid."""

@@ -1,3 +1,265 @@
+"""Concat conditioning (issue 20; tasks/concat.py): the conditions' closed forms, the networks' input conv, the
+condition dropout of the score step, classifier-free guidance against the null image, a short train + sample,
+and bad input in one line."""
+import functools
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import datasets
+import losses
+import models
+import sde_lib
+from data_sources import conditions
+from helpers import tiny_config
+from models import layers
+from modes import concat_sample
+from modes.sample import sample
+from samplers import guidance
+from tasks import concat, latent
+from tasks.score import ScoreTask, get_step_fn, init_state, make_sample_fn
+from test_models import tiny_config as tiny_net_config
+from training import loop, parallel
+from training.state import get_optimizer
+from training.validation import ConfigError
+
+def concat_config(kind="lowres", **fields):
+    """The tiny 8x8 DDPM of tests/helpers.py with a concat condition of `kind` (config.concat fields overridden)."""
+    config = tiny_config()
+    config.model.num_scales = 40  # forty ancestral steps (betas up to beta_max / num_scales < 1)
+    config.model.ch_mult, config.model.attn_resolutions = (1,), ()  # one level: quick to compile
+    config.concat.kind = kind
+    config.concat.factor = 2
+    for name, value in fields.items():
+        config.concat[name] = value
+    return config
+
+
+def digits(n=4):
+    return datasets.load_split(concat_config(), "test", host_index=0, host_count=1).source.read(np.arange(n))[0] / \
+        np.float32(255)
+
+
+# (1) the conditions' closed forms
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_lowres_of_a_block_constant_image_is_itself(factor):
+    small = np.random.default_rng(0).random((2, 8 // factor, 8 // factor, 3)).astype(np.float32)
+    blocks = small.repeat(factor, axis=1).repeat(factor, axis=2)
+    np.testing.assert_allclose(conditions.lowres(blocks, factor), blocks, atol=1e-6)
+    np.testing.assert_allclose(conditions.area_downsample(conditions.lowres(blocks, factor, "bilinear"), factor)
+                               if factor == 1 else conditions.lowres(np.full((1, 8, 8, 1), 0.3), factor, "bilinear"),
+                               blocks if factor == 1 else np.full((1, 8, 8, 1), 0.3), atol=1e-6)
+    x = np.random.default_rng(1).random((2, 8, 8, 3)).astype(np.float32)  # A_k of U_k A_k x is A_k x
+    np.testing.assert_allclose(conditions.area_downsample(conditions.lowres(x, factor), factor),
+                               conditions.area_downsample(x, factor), atol=1e-6)
+
+
+def test_bilinear_upsampling_interpolates_between_block_centres():
+    small = np.array([0.0, 1.0], np.float32).reshape(1, 1, 2, 1).repeat(2, axis=1)  # 2x2: left 0, right 1
+    up = conditions.lowres(small.repeat(4, axis=1).repeat(4, axis=2), 4, "bilinear")[0, 0, :, 0]
+    np.testing.assert_allclose(up, [0, 0, 0.125, 0.375, 0.625, 0.875, 1, 1], atol=1e-6)  # clamped beyond centres
+
+
+def test_inpaint_mask_and_masked_image_are_consistent_and_fixed_per_index():
+    x = digits(4)
+    c = conditions.compute_concat("inpaint", x, np.array([5, 6, 7, 8]), seed=3)
+    m = c[..., -1:]
+    assert c.shape == (4, 8, 8, 2) and set(np.unique(m)) <= {0.0, 1.0} and np.all(m.sum((1, 2, 3)) > 0)
+    np.testing.assert_array_equal(c[..., :-1], x * (1 - m))
+    np.testing.assert_array_equal(conditions.compute_concat("inpaint", x[2:3], [7], seed=3), c[2:3])  # per index
+    masks = [conditions.inpaint_mask(16, 3, i) for i in range(20)]
+    assert len({m.tobytes() for m in masks}) == 20  # boxes and strokes differ between examples
+    assert not np.array_equal(conditions.inpaint_mask(16, 4, 0), masks[0])  # and between seeds
+
+
+def test_foreground_is_the_thresholded_gray_level():
+    x = np.array([[0.2, 0.6], [0.5, 0.9]], np.float32).reshape(1, 2, 2, 1).repeat(3, -1)
+    np.testing.assert_array_equal(conditions.compute_concat("foreground", x, [0], threshold=0.5)[0, ..., 0],
+                                  [[0, 1], [0, 1]])
+    assert [conditions.concat_channels(k, 3) for k in conditions.CONCAT_KINDS] == [3, 4, 1]
+
+
+# (2) the networks: unchanged without concat, C + C_c input channels with it
+
+def first_conv_kernel(params, name):
+    return traverse_util.flatten_dict(params)[(name, "kernel")]
+
+
+@pytest.mark.parametrize("name,conv", [("ddpm", "Conv_0"), ("ncsnpp", "Conv_0"), ("unet2d_condition", "conv_in")])
+@pytest.mark.parametrize("kind,extra", [("lowres", 3), ("inpaint", 4), ("foreground", 1)])
+def test_the_input_conv_takes_the_condition_channels(name, conv, kind, extra):
+    """3-channel data: C_c = 3 (lowres), 4 (inpaint), 1 (foreground); only the input conv's kernel changes."""
+    if name == "ddpm":
+        config = tiny_net_config(name="ddpm", norm_groups="quarter_channels")
+    elif name == "ncsnpp":
+        config = tiny_net_config(resblock_type="biggan", progressive_input="residual")
+    else:
+        config = tiny_net_config(name="unet2d_condition", num_heads=2, cross_attention_dim=8, norm_num_groups=4)
+    model = models.get_model(config)
+    plain = jax.eval_shape(lambda: init_state(config, model, get_optimizer(config.optim)).params)
+    config.concat.kind = kind
+    with_concat = jax.eval_shape(lambda: init_state(config, model, get_optimizer(config.optim)).params)
+    assert first_conv_kernel(plain, conv).shape[-2] == 3
+    assert first_conv_kernel(with_concat, conv).shape[-2] == 3 + extra
+    flat_plain, flat_concat = traverse_util.flatten_dict(plain), traverse_util.flatten_dict(with_concat)
+    assert flat_plain.keys() == flat_concat.keys()
+    assert {k for k in flat_plain if flat_plain[k].shape != flat_concat[k].shape} == {(conv, "kernel")}
+
+
+def test_the_condition_enters_only_through_the_input_convs_extra_channels():
+    """With the extra input channels' kernel zeroed, the concat network is the plain one with the rest of it."""
+    config = concat_config("lowres")
+    model = models.get_model(config)
+    variables = models.init_model(jax.random.PRNGKey(0), config, model, **concat.init_inputs(config))
+    kernel = variables["params"]["Conv_0"]["kernel"]
+    zeroed = jax.tree.map(lambda v: v, variables)
+    zeroed["params"]["Conv_0"]["kernel"] = kernel.at[:, :, 1:].set(0.0)
+    plain = jax.tree.map(lambda v: v, variables)
+    plain["params"]["Conv_0"]["kernel"] = kernel[:, :, :1]
+    x, t = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1)), jnp.array([3.0, 7.0])
+    c = jnp.asarray(conditions.lowres(digits(2), 2))
+    np.testing.assert_allclose(model.apply(zeroed, x, t, concat=c), model.apply(plain, x, t), atol=1e-5)
+    assert not np.allclose(model.apply(variables, x, t, concat=c), model.apply(variables, x, t, concat=0 * c))
+
+
+# (3) condition dropout
+
+def test_dropout_replaces_exactly_the_dropped_conditions_by_the_null_image():
+    c = jnp.asarray(conditions.lowres(digits(4), 2)) + 0.1
+    key = jax.random.PRNGKey(5)
+    dropped = losses.drop_labels(key, c, 0.0, 0.5)
+    drop = np.asarray(jax.random.uniform(key, (4,)) < 0.5)
+    assert 0 < drop.sum() < 4
+    np.testing.assert_array_equal(np.asarray(dropped)[drop], 0.0)
+    np.testing.assert_array_equal(np.asarray(dropped)[~drop], np.asarray(c)[~drop])
+
+
+def test_the_score_step_trains_on_the_null_image_at_the_dropout_rate():
+    """Dropout 1 gives the step of the zero condition; dropout 0 keeps the condition (same rngs otherwise). The
+    fresh output conv is zero, so the loss does not see c yet: the updated parameters do."""
+    config = concat_config("foreground")
+    sde, model = sde_lib.from_config(config), models.get_model(config)
+    state = init_state(config, model, get_optimizer(config.optim))
+    given = concat.network_inputs(config)
+    images = digits(4)
+    batch = {"image": jnp.asarray(images), "label": jnp.zeros(4, jnp.int32),
+             "condition": jnp.asarray(conditions.threshold_mask(images))}
+    zero = {**batch, "condition": jnp.zeros_like(batch["condition"])}
+    kw = dict(train=True, optimizer=get_optimizer(config.optim), continuous=False, reduce_mean=True,
+              conditions=given)
+    always = jax.jit(get_step_fn(sde, model, concat_dropout=1.0, **kw))
+    never = jax.jit(get_step_fn(sde, model, concat_dropout=0.0, **kw))
+    dropped, null, kept = (jax.tree.leaves(step(state, b)[0].params)
+                           for step, b in ((always, batch), (never, zero), (never, batch)))
+    for a, b in zip(dropped, null):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert max(float(jnp.abs(a - b).max()) for a, b in zip(kept, null)) > 1e-5
+
+
+# (4) classifier-free guidance against the null image
+
+def test_cfg_on_the_condition_closed_form_and_weight_zero_sampling():
+    config = concat_config("lowres")
+    sde, model = sde_lib.from_config(config), models.get_model(config)
+    variables = models.init_model(jax.random.PRNGKey(0), config, model, **concat.init_inputs(config))
+    c = jnp.asarray(conditions.lowres(digits(4), 2))
+    x, t = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1)), jnp.full((4,), 0.5)
+
+    def score_for(y):
+        return models.get_score_fn(sde, model, variables, continuous=False, labels=y[0], concat=y[1])
+
+    s_c, s_null = score_for((None, c))(x, t), score_for((None, 0 * c))(x, t)
+    for w in (2.0, -1.0):
+        config.sampling.guidance, config.sampling.guidance_weight = "cfg", w
+        guided = concat_sample.make_guide(config)(score_for, (None, c))(x, t)
+        np.testing.assert_allclose(guided, (1 + w) * s_c - w * s_null, atol=1e-4)
+
+    mesh = parallel.make_mesh()
+    rng = jax.random.PRNGKey(7)
+    plain = make_sample_fn(config, sde, model, 4, mesh)(rng, variables, concat=c)
+    w0 = functools.partial(guidance.classifier_free_guidance, null_label=(None, 0.0), w=jnp.float32(0.0))
+    guided = make_sample_fn(config, sde, model, 4, mesh, guide=w0)(rng, variables, concat=c)  # both branches
+    np.testing.assert_allclose(guided, plain, atol=1e-5)
+
+
+# (5) a short train + sample through ScoreTask and --mode sample
+
+@pytest.mark.parametrize("kind", ["inpaint"])
+def test_train_snapshot_and_sample_mode(kind, tmp_path):
+    config = concat_config(kind)
+    config.training.n_iters = 4
+    config.training.snapshot_sampling = True
+    config.training.snapshot_num_samples = 4
+    config.training.eval_freq = 0
+    workdir = str(tmp_path)
+    loop.train(ScoreTask(config, workdir))
+    with np.load(os.path.join(workdir, "samples", "step_00000004.npz")) as f:
+        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (4, 8, 8, 2)
+        assert f["reference"].shape == (4, 8, 8, 1)
+    assert os.path.isfile(os.path.join(workdir, "samples", "step_00000004.png"))
+    config.sampling.input_indices, config.sampling.num_samples = "0,3", 2
+    config.sampling.guidance, config.sampling.guidance_weight = "cfg", 1.0
+    path = sample(config, workdir, "eval")
+    assert path.endswith("concat_inpaint_step4_pc_cfg_w1.npz")
+    with np.load(path) as f:
+        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (2, 8, 8, 2)
+        assert f["input_index"].tolist() == [0, 3]
+    assert os.path.isfile(path[:-4] + ".png")
+
+
+# (6) bad input, one line each
+
+@pytest.mark.parametrize("fields,message", [
+    (dict(kind="superres"), "config.concat.kind='superres' must be '' (off) or one of"),
+    (dict(factor=3), "config.concat.factor=3 must divide config.data.image_size=8"),
+    (dict(upsample="cubic"), "config.concat.upsample='cubic' must be one of"),
+    (dict(dropout=1.0), "config.concat.dropout=1.0 must lie in [0, 1)"),
+])
+def test_bad_concat_sections_are_one_line(fields, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        concat.validate(concat_config(**{"kind": "lowres", **fields}))
+
+
+def test_bad_conditions_and_sampling_requests_are_one_line():
+    config = concat_config("inpaint")
+    with pytest.raises(ConfigError, match=re.escape("shape (2, 8, 8, 1) was given; config.concat.kind='inpaint' on "
+                                                    "8x8 data takes (N, 8, 8, 2)")):
+        concat.check_condition(config, np.zeros((2, 8, 8, 1)))
+    with pytest.raises(ConfigError, match=re.escape("takes (N, 8, 8, 2)")):
+        concat.check_condition(config, np.zeros((2, 16, 16, 2)))
+    with pytest.raises(ValueError, match=re.escape("The concat condition has shape (2, 4, 4, 2); the input is "
+                                                   "(2, 8, 8, 1)")):
+        layers.concat_input(jnp.zeros((2, 8, 8, 1)), jnp.zeros((2, 4, 4, 2)))
+    config.sampling.guidance = "classifier"
+    with pytest.raises(ConfigError, match="guided by 'cfg'"):
+        concat_sample.validate(config)
+    config.sampling.guidance, config.sampling.task = "none", "inpaint"
+    with pytest.raises(ConfigError, match="samples from its condition"):
+        concat_sample.validate(config)
+    config.sampling.task, config.model.num_classes = "generate", 10
+    with pytest.raises(ConfigError, match="with class labels or prompts is not wired yet"):
+        concat_sample.validate(config)
+
+
+def test_a_condition_file_is_resized_and_its_channels_converted(tmp_path):
+    from PIL import Image
+
+    from modes.sample import load_inputs
+
+    Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    config = concat_config("lowres")
+    config.sampling.input = str(tmp_path / "x.png")
+    images, index = load_inputs(config)
+    assert images.shape == (1, 8, 8, 1) and index.tolist() == [-1]
+    config.sampling.input_indices = "0"
+    with pytest.raises(ConfigError, match="needs exactly one of config.sampling.input"):
+        load_inputs(config)
 
 
 def test_a_latent_model_sees_the_condition_at_its_resolution_with_the_pixels_channels():
