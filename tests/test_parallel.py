@@ -71,6 +71,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes each compiling the train step: the default suite's longest test (~1 min idle)
 def test_two_hosts_train_together_and_agree(tmp_path):
     """Two processes on 127.0.0.1 (jax.distributed, gloo collectives), one shared workdir."""
     port = free_port()

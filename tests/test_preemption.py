@@ -94,7 +94,7 @@ def resumed_step(stderr):
     """The step the run says it resumed from; None if it was killed before it got that far, or started afresh."""
     for line in stderr.splitlines():
         if "Resumed from" in line:
-            return int(line.split("(step ")[1].split(")")[0])
+            return int(line.split("(step ")[1].split(" of ")[0])
     return None
 
 
