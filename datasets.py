@@ -157,13 +157,15 @@ class Dataset:
             yield {key: np.stack([p[key] for p in parts]) for key in parts[0]}
             step += steps_per_call
 
-    def ordered_batches(self, global_batch: int) -> Iterator[dict[str, np.ndarray]]:
-        """One pass in order, no flips. The last batch is padded by repetition; 'mask' is 1 on real examples."""
+    def ordered_batches(self, global_batch: int, limit: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """One pass in order (over the first `limit` examples when limit > 0), no flips. The last batch is padded
+        by repetition; 'mask' is 1 on real examples."""
         host = self._host_slice(global_batch)
-        for k, start in enumerate(range(0, len(self), global_batch)):
+        n = min(limit, len(self)) if limit > 0 else len(self)
+        for k, start in enumerate(range(0, n, global_batch)):
             positions = np.arange(start, start + global_batch)[host]
-            mask = (positions < len(self)).astype(np.float32)
-            indices = np.minimum(positions, len(self) - 1)
+            mask = (positions < n).astype(np.float32)
+            indices = np.minimum(positions, n - 1)
             images, labels = self.source.read(indices)
             rng = np.random.default_rng([self.seed, k, self.host_index, 2])
             yield self._with_captions({"image": self._to_float(images, rng, augment=False), "label": labels,

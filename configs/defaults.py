@@ -105,6 +105,7 @@ def get_base_config():
     evaluate.bpd_rtol = 1e-5  # new: tolerances of the likelihood's probability-flow ODE solve
     evaluate.bpd_atol = 1e-5
     evaluate.bpd_eps = 1e-5  # new: time the likelihood starts the ODE from
+    evaluate.bpd_num_examples = 0  # new: bits/dim and bound bits/dim of only the first this many images; 0 = all
     # new: also report 'bound_bpd', the variational bound's bits/dim of 8-bit data over the test split (the
     # discrete chain's exact sum over t for training.continuous=False, VDM's continuous bound otherwise; VP only)
     evaluate.enable_bound = False

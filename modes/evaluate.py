@@ -83,6 +83,8 @@ def _validate(config, num_devices: int) -> None:
         raise ConfigError(f"config.eval.num_samples={e.num_samples} must be at least 2 for feature statistics.")
     if e.enable_bpd and e.bpd_dataset not in ("train", "test"):
         raise ConfigError(f"config.eval.bpd_dataset={e.bpd_dataset!r} must be 'train' or 'test'.")
+    if e.bpd_num_examples < 0:
+        raise ConfigError(f"config.eval.bpd_num_examples={e.bpd_num_examples} must be >= 0 (0 = every image).")
     if not (e.enable_loss or e.enable_sampling or e.enable_bpd or e.enable_bound):
         raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling, enable_bpd or "
                           "enable_bound.")
@@ -202,10 +204,12 @@ def make_bound_fn(config, sde, model):
 def _image_rounds(config, fn, state, mesh, k: int, folder: str, name: str, dataset: str, settings: dict,
                   stream: int) -> dict:
     """The per-image figure `name` of fn(rng, variables, images) -> (values (B,), nfe) over every image of the split
-    `dataset` (one round per batch, rng stream `stream`), mean and standard error."""
+    `dataset`, or its first config.eval.bpd_num_examples (one round per batch, rng stream `stream`), mean and
+    standard error."""
     e = config.eval
-    batches = list(datasets.load_split(config, dataset).ordered_batches(e.batch_size))
-    key = json_digest({name: {**settings, "batch_size": e.batch_size}, "data": config.data.to_dict(),
+    batches = list(datasets.load_split(config, dataset).ordered_batches(e.batch_size, e.bpd_num_examples))
+    key = json_digest({name: {**settings, "batch_size": e.batch_size, "num_examples": e.bpd_num_examples},
+                       "data": config.data.to_dict(),
                        "seed": config.seed, "ckpt": k, "ema": tree_digest(state.ema_variables)})
     rngs = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), k), stream)
 

@@ -157,6 +157,11 @@ def test_eval_bound_is_vlb_bound_bpd_of_the_test_images(bound_workdir):
     assert result["bound_bpd"]["num_images"] == 179 and result["bound_bpd"]["mean_nfe"] == N
     assert result["bound_bpd"]["bound_bpd"] == pytest.approx(float(np.mean(expected)), rel=1e-5)
 
+    config.eval.bpd_num_examples = 100  # the first 100 test images: one round, masked past them
+    [first] = evaluate(config, str(bound_workdir), "eval_first")
+    assert first["bound_bpd"]["num_images"] == 100
+    assert first["bound_bpd"]["bound_bpd"] == pytest.approx(float(np.mean(expected[:100])), rel=1e-5)
+
 
 def test_continuous_time_bound_is_vdm_bound_bpd_on_the_sdes_time():
     """make_bound_fn of a continuous-time VP model: vdm.bound_bpd with eps_hat(z, t) the network's eps at
