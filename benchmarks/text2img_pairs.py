@@ -2,7 +2,8 @@
 transformer against the bag-of-words control, for classifier-free guidance weights 0, 1, 3.
 
     python -m benchmarks.text2img_pairs [--steps 3000 --classifier_steps 1000 --prompts 10 --samples 4
-                                         --sampling_steps 100 --image_size 28 --workdir runs/text2img_pairs]
+                                         --sampling_steps 100 --image_size 28 --batch 32 --nf 32 --ema_rate 0.999
+                                         --towers transformer,bag_of_words --workdir runs/text2img_pairs]
 
 Everything trains through the one loop and samples through --mode sample's prompt path (modes/prompts.py);
 each run lives in <workdir>/<name>, so a rerun resumes or reuses it:
@@ -68,18 +69,25 @@ def main():
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--sampling_steps", type=int, default=100)
     parser.add_argument("--image_size", type=int, default=28)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--nf", type=int, default=32)
+    parser.add_argument("--ema_rate", type=float, default=0.999)
+    parser.add_argument("--towers", default="transformer,bag_of_words",
+                        help="comma-separated; one tower per process lets the two train side by side")
     parser.add_argument("--workdir", default="runs/text2img_pairs")
     args = parser.parse_args()
     predict = digit_classifier(os.path.join(args.workdir, "classifier"), args.classifier_steps)
     rng = np.random.default_rng(0)
     pairs = [(int(a), int(b)) for a, b in (rng.choice(10, 2, replace=False) for _ in range(args.prompts))]
     pairs += [(b, a) for a, b in pairs]  # the order-swapped twins
-    print(f"mnist_pairs {args.image_size}px, {args.steps} steps, {len(pairs)} prompts x {args.samples} samples, "
+    print(f"mnist_pairs {args.image_size}px, {args.steps} steps of batch {args.batch}, nf {args.nf}, EMA "
+          f"{args.ema_rate}, {len(pairs)} prompts x {args.samples} samples, "
           f"DDIM {args.sampling_steps} steps, {jax.devices()[0].platform}")
     print(f"{'tower':>13} {'w':>3} {'prompts':>8} {'left':>6} {'right':>6} {'both':>6} {'swapped':>8}")
-    for tower in ("transformer", "bag_of_words"):
+    for tower in args.towers.split(","):
         config = unet_mnist_pairs.get_config()
         config.data.image_size, config.text.tower = args.image_size, tower
+        config.training.batch_size, config.model.nf, config.model.ema_rate = args.batch, args.nf, args.ema_rate
         config.training.n_iters = config.training.snapshot_freq = args.steps
         config.training.snapshot_sampling = False
         workdir = os.path.join(args.workdir, tower)
