@@ -17,6 +17,35 @@ Each sample's left and right digit squares (the middle rows of each half; resize
 Columns: left / right = the fraction whose digit there is the prompt's; both = both right; swapped = the
 fraction showing the prompt's two digits in the other order (a model blind to order lands here as often as
 on "both"). Prompts and their swapped twins are pooled; the 'swap' rows give the twins alone.
+
+Measured on 2 CPU cores shared with other jobs (load average 7-10; the two towers trained side by side, the
+CLIP benchmark beside them for the first 20 min), about 3.5-4.5 s per step of batch 16. Command, per tower:
+`python -m benchmarks.text2img_pairs --steps 1000 --batch 16 --nf 32 --ema_rate 0.99 --prompts 10
+--samples 3 --sampling_steps 25 --towers <tower> --workdir /tmp/text15/t2i`, stopped by SIGTERM at step 850
+(the time budget; 70 and 61 min wall, including the 28 px classifier's 1000 steps, about 8 min), then
+`--steps 851 --samples 2 --sampling_steps 20` (one more step to write the periodic checkpoint that sampling
+reads, then sampling: about 5.5 min wall per tower). 20 prompts (10 + their twins) x 2 samples per weight:
+
+            tower   w  prompts   left  right   both  swapped
+      transformer   0      all  0.150  0.025  0.000    0.025
+      transformer   0     swap  0.150  0.000  0.000    0.000
+      transformer   1      all  0.150  0.025  0.000    0.025
+      transformer   1     swap  0.150  0.000  0.000    0.000
+      transformer   3      all  0.150  0.050  0.025    0.025
+      transformer   3     swap  0.100  0.050  0.050    0.000
+     bag_of_words   0      all  0.150  0.025  0.000    0.025
+     bag_of_words   0     swap  0.200  0.000  0.000    0.000
+     bag_of_words   1      all  0.150  0.050  0.025    0.025
+     bag_of_words   1     swap  0.200  0.050  0.050    0.000
+     bag_of_words   3      all  0.150  0.025  0.025    0.025
+     bag_of_words   3     swap  0.200  0.050  0.050    0.000
+
+Inconclusive: after 850 steps of batch 16 the samples show strokes but mostly not recognisable digits (many
+halves blank or noise), so both towers sit at chance (0.1 per half, 0.01 for both) and the control is not
+separated from the transformer; 40 images per weight also leave about +-0.05 of noise. The transformer's
+w=0 and w=1 rows coincide although the images differ (mean |difference| 1.3 of 255): the halves are
+classified the same way. The order
+question needs a run of several thousand steps (the default 3000 of batch 32), e.g. on an accelerator.
 """
 from __future__ import annotations
 
