@@ -11,6 +11,17 @@ or reuses them), then measured by the task on the test pairs (digits never seen 
 - order accuracy: over test pairs with two different digits, how often the image scores its caption above the
   swapped one ("a 7 left of a 3") by more than 1e-6 in cosine. The bag of words gives both the same
   embedding (up to rounding), so it scores 0; a text tower that reads order can reach 1.
+
+Measured on 2 CPU cores shared with other jobs (load average 7-9, the text2img benchmark training beside it):
+`python -m benchmarks.clip_pairs --steps 600 --workdir /tmp/text15/clip_pairs` (defaults otherwise: 28 px,
+batch 128, width 64, 1000 test pairs), 22m52s wall for both towers:
+
+    tower          vocabulary  retrieval i2t  retrieval t2i  order accuracy
+    transformer    17          0.859          0.935          0.994
+    bag_of_words   17          0.613          0.726          0.000
+
+The bag of words cannot tell "a 3 left of a 7" from "a 7 left of a 3", which costs it retrieval as well
+(the swapped caption ties with the right one).
 """
 from __future__ import annotations
 
