@@ -56,7 +56,7 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
                 num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None,
                 loss: str = "dsm", vlb_sampling: str = "uniform", vlb_lambda: float = 1e-3,
-                edm_levels: tuple = (-1.2, 1.2, 0.5), concat_dropout: float = 0.0):
+                edm_levels: losses.EDMLevels = losses.EDMLevels(), concat_dropout: float = 0.0):
     """step_fn(state, batch, frozen=None) on one batch {'image': (B, H, W, C) in [0, 1], 'label': (B,)} (and
     'tokens' (B, L) for a text-conditioned model, `prompt` a models.prompt.PromptConditioning):
     train=True -> (state after one guarded optimizer + EMA step, loss or NaN when skipped);
@@ -64,13 +64,13 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
     (a latent model's frozen encoder); conditions(batch, frozen) -> the network's further inputs the score
     function closes over (get_score_fn's keywords: a ControlNet's hint and frozen base; a concat condition image,
     of which a fraction concat_dropout is replaced by the null image 0 in training). `loss` is
-    config.training.loss (module docstring); edm_levels its 'edm' (P_mean, P_std, sigma_d)."""
+    config.training.loss (module docstring); edm_levels are its 'edm' noise levels and weights."""
     if train and optimizer is None:
         raise ValueError("get_step_fn(train=True) needs an optimizer.")
     # Now, not when the first step is traced.
     learned = models.has_learned_variance(model.config)
     chain.check_options(sde, loss, continuous, learned, vlb_sampling)
-    edm = losses.EDMLevels(*edm_levels) if loss == "edm" else None
+    edm = edm_levels if loss == "edm" else None
     losses.check_options(sde, continuous, likelihood_weighting, edm)
     importance = vlb_sampling == "importance"
 
@@ -125,8 +125,8 @@ def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scal
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
                        num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
                        conditions=conditions, prompt=prompt, loss=t.loss, vlb_sampling=t.vlb_sampling,
-                       vlb_lambda=t.vlb_lambda, edm_levels=(t.edm_p_mean, t.edm_p_std, config.model.sigma_data),
-                       concat_dropout=config.concat.dropout)
+                       vlb_lambda=t.vlb_lambda, concat_dropout=config.concat.dropout,
+                       edm_levels=losses.EDMLevels(t.edm_p_mean, t.edm_p_std, config.model.sigma_data))
 
 
 def init_state(config, model, optimizer, seed_rng=None, prompt=None) -> TrainState:

@@ -7,14 +7,9 @@
     python main.py --config configs/controlnet/canny_ddpm_digits.py --mode sample --workdir runs/canny_ddpm_digits \
         --config.controlnet.base_workdir=runs/ddpm_digits --config.sampling.input_indices=0,1,2,3
 """
+from configs.controlnet import canny_digits
 from configs.vp import ddpm_digits
 
 
 def get_config():
-    config = ddpm_digits.get_config()
-    config.training.task = "controlnet"
-    config.training.n_iters = 2001
-    config.training.snapshot_freq = 500
-    config.controlnet.condition = "canny"
-    config.controlnet.embedding_channels = (16,)  # no downsampling: the condition has the image's size
-    return config
+    return canny_digits.canny_controlnet(ddpm_digits.get_config())

@@ -10,7 +10,11 @@ from configs.controlnet import unet_digits_base
 
 
 def get_config():
-    config = unet_digits_base.get_config()
+    return canny_controlnet(unet_digits_base.get_config())
+
+
+def canny_controlnet(config):
+    """`config` (a base run's) turned into a Canny-edge ControlNet on that base, with this file's schedule."""
     config.training.task = "controlnet"
     config.training.n_iters = 2001
     config.training.snapshot_freq = 500
