@@ -103,7 +103,8 @@ def check_bound(config, sde) -> None:
 
 
 def quality(feats, logits, ref, config, num_classes: int) -> dict:
-    """FD, KID (mean, standard error), IS and (domain classifier) class histogram of a set against `ref`."""
+    """FD, KID (mean, standard error), IS and, with the domain classifier, the class histogram and `confident`:
+    the share of images whose top class has softmax probability above 0.9."""
     e = config.eval
     mu, sigma = metrics.feature_statistics(feats)
     out = {"num_images": len(feats), "fd": metrics.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])}
@@ -115,6 +116,7 @@ def quality(feats, logits, ref, config, num_classes: int) -> dict:
     out["is"], out["is_std"] = metrics.inception_score(shuffled, num_splits=min(10, len(logits)))
     if num_classes:
         out["class_histogram"] = np.bincount(np.argmax(logits, axis=-1), minlength=num_classes).tolist()
+        out["confident"] = float(np.mean(np.max(jax.nn.softmax(np.asarray(logits, np.float64), -1), -1) > 0.9))
     return out
 
 
@@ -321,7 +323,8 @@ def _summary(results: dict) -> str:
         if name in results:
             r = results[name]
             kid = f", KID {r['kid']:.5g} +- {r['kid_std']:.2g}" if "kid" in r else ""
-            parts.append(f"{name}: FD {r['fd']:.5g}{kid}, IS {r['is']:.4g} ({r['num_images']} images)")
+            confident = f", {r['confident']:.1%} confident" if "confident" in r else ""
+            parts.append(f"{name}: FD {r['fd']:.5g}{kid}, IS {r['is']:.4g}{confident} ({r['num_images']} images)")
     for name, what in (("bpd", "bits/dim"), ("latent_bpd", "latent bits/dim")):
         if name in results:
             parts.append(f"{what} {results[name][name]:.4f} +- {results[name][f'{name}_std_err']:.2g}")

@@ -287,6 +287,9 @@ def test_quality_of_a_class_sorted_set_against_itself():
     assert 9.0 < out["is"] <= 10.0
     assert out["fd"] == pytest.approx(0.0, abs=1e-9)
     assert out["class_histogram"] == [50] * 10 and out["num_images"] == 500
+    assert out["confident"] == 1.0
+    # Logits 2.2 above nine equal others: p = e^2.2 / (e^2.2 + 9) = 0.50, not confident.
+    assert quality(feats, 2.2 * np.eye(10)[labels], ref, config, num_classes=10)["confident"] == 0.0
 
 
 def test_fid_stats_writes_both_splits_and_reports_the_noise_floor(eval_workdir):
