@@ -206,6 +206,9 @@ def get_base_config():
     model.beta_schedule = "linear"
     model.dropout = 0.1
     model.ema_rate = 0.9999
+    # new: warm the EMA up, r_t = min(ema_rate, (1 + t) / (10 + t)) (training/state.py), so short runs forget
+    # their random initialisation; score_sde's EMA has no warm-up
+    model.ema_warmup = False
     model.scale_by_sigma = False
     model.normalization = "GroupNorm"
     model.nonlinearity = "swish"

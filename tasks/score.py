@@ -52,7 +52,7 @@ from training.writers import save_image_grid
 
 
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
-                scaler=lambda x: x, ema_rate: float = 0.9999, continuous: bool = True,
+                scaler=lambda x: x, ema_rate: float = 0.9999, ema_warmup: bool = False, continuous: bool = True,
                 reduce_mean: bool = False, likelihood_weighting: bool = False, eps: float = 1e-5,
                 num_classes: int = 0, label_dropout: float = 0.0, encode=None, conditions=None, prompt=None,
                 loss: str = "dsm", vlb_sampling: str = "uniform", vlb_lambda: float = 1e-3,
@@ -108,7 +108,7 @@ def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformat
                                                            concat_dropout)}
         (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.model_state, step_rng,
                                                                         x0, condition, given, frozen)
-        state, value = apply_gradients(state, value, grads, optimizer, rng, ema_rate)
+        state, value = apply_gradients(state, value, grads, optimizer, rng, ema_rate, ema_warmup)
         if importance:
             history = chain.update_history(state.model_state[chain.HISTORY], aux, jnp.isfinite(value))
             state = state.replace(model_state={**state.model_state, chain.HISTORY: history})
@@ -122,6 +122,7 @@ def step_fn_from_config(config, sde, model, *, train: bool, optimizer=None, scal
     """get_step_fn with its options read from config.training / config.model."""
     t = config.training
     return get_step_fn(sde, model, train=train, optimizer=optimizer, scaler=scaler, ema_rate=config.model.ema_rate,
+                       ema_warmup=config.model.ema_warmup,
                        continuous=t.continuous, reduce_mean=t.reduce_mean, likelihood_weighting=t.likelihood_weighting,
                        num_classes=config.model.num_classes, label_dropout=t.label_dropout, encode=encode,
                        conditions=conditions, prompt=prompt, loss=t.loss, vlb_sampling=t.vlb_sampling,

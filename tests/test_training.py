@@ -143,3 +143,18 @@ def test_class_conditional_training_step_uses_and_drops_labels():
         _, a = step(trained, batch)
         _, b = step(trained, other)
         assert (float(a) != float(b)) == differs
+
+
+def test_ema_warmup_follows_its_closed_form_and_leaves_long_runs_alone():
+    """r_t = min(R, (1 + t) / (10 + t)): from e_0 = 0 with params stepping to 1, 2, 3 the EMA is
+    e_1 = 0.9 * 1, e_2 = (2/11) e_1 + (9/11) 2, e_3 = (3/12) e_2 + (9/12) 3; without warm-up r_t = R."""
+    sgd = __import__("optax").sgd(1.0)
+    state = training_state.create_train_state(jax.random.PRNGKey(0), {"params": {"w": jnp.zeros(())}}, sgd)
+    expected, rates = 0.0, [1 / 10, 2 / 11, 3 / 12]
+    for t, r in enumerate(rates):
+        state, _ = training_state.apply_gradients(state, jnp.zeros(()), {"w": -jnp.ones(())}, sgd,
+                                                  jax.random.PRNGKey(1), ema_rate=0.999, ema_warmup=True)
+        expected = r * expected + (1 - r) * (t + 1)
+        np.testing.assert_allclose(state.ema_params["w"], expected, rtol=1e-6)
+    assert float(training_state.ema_decay(jnp.asarray(100_000), 0.999, True)) == pytest.approx(0.999)
+    assert float(training_state.ema_decay(jnp.asarray(3), 0.999, False)) == pytest.approx(0.999)

@@ -4,7 +4,12 @@
 
 `apply_gradients` is the update every train step ends with:
 
-    params' = params + optimizer(grads),   ema' = r ema + (1 - r) params'
+    params' = params + optimizer(grads),   ema' = r_t ema + (1 - r_t) params'
+
+with r_t = ema_rate, or with `ema_warmup` r_t = min(ema_rate, (1 + t) / (10 + t)) at step t (TensorFlow's
+ExponentialMovingAverage with num_updates, as LDM's EMA): a short run's EMA then forgets the random
+initialisation (0.999^3000 still holds 5% of it; the warmed-up rate holds 0.999^2990 x 10/3000 of the first
+steps), while a long run's is the same.
 
 guarded on the device: a step whose loss or gradient norm is NaN/inf keeps params, EMA and optimizer state
 (step and rng still advance) and reports its loss as NaN, so training/loss_window.py can stop the run or skip
@@ -51,13 +56,22 @@ def create_train_state(rng: jax.Array, variables, optimizer: optax.GradientTrans
                       opt_state=optimizer.init(params), model_state=variables, rng=rng)
 
 
+def ema_decay(step: jax.Array, ema_rate: float, warmup: bool) -> jax.Array:
+    """The EMA's r_t at step t: ema_rate, or min(ema_rate, (1 + t) / (10 + t)) with warmup."""
+    if not warmup:
+        return jnp.asarray(ema_rate, jnp.float32)
+    t = step.astype(jnp.float32)
+    return jnp.minimum(ema_rate, (1.0 + t) / (10.0 + t))
+
+
 def apply_gradients(state: TrainState, loss: jax.Array, grads, optimizer: optax.GradientTransformation,
-                    rng: jax.Array, ema_rate: float = 0.0) -> tuple[TrainState, jax.Array]:
+                    rng: jax.Array, ema_rate: float = 0.0, ema_warmup: bool = False) -> tuple[TrainState, jax.Array]:
     """(state after one guarded optimizer step, the loss or NaN for a skipped step); `rng` is the state's next rng."""
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    rate = ema_decay(state.step, ema_rate, ema_warmup)
     ema_params = None if state.ema_params is None else jax.tree_util.tree_map(
-        lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+        lambda e, p: rate * e + (1.0 - rate) * p, state.ema_params, params)
     # One reduction (per-leaf isfinite checks doubled the compile time); a squared norm beyond float range
     # counts as non-finite too: such a step would wreck the state anyway. lax.cond, not jnp.where: a select
     # fuses into the update kernels and changed their rounding from one program to another (fused and
