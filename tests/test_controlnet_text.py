@@ -20,7 +20,7 @@ from modes import controlnet_sample
 from tasks import controlnet as task_lib
 from tasks import score, text
 from training import loop, parallel
-from training.checkpoint import Checkpointer
+from training.checkpoint import Checkpointer, abstract_like
 from training.state import create_train_state, get_optimizer
 from training.validation import ConfigError
 
@@ -228,3 +228,18 @@ def test_sampling_with_prompts_writes_the_grid(base_dir, tmp_path):
     config.text.conditional = False  # prompts on a base without text: refused in one line
     with pytest.raises(ConfigError, match="not text-conditioned"):
         controlnet_sample.sample(config, str(tmp_path), "eval")
+
+
+@pytest.mark.slow  # compiles a ControlNet train step and a sampler: minutes on 2 cores
+def test_training_on_the_text_base_keeps_the_tower_out_of_the_state(base_dir, tmp_path):
+    config = tiny_config(base_dir)
+    config.training.snapshot_sampling, config.training.snapshot_num_samples = True, 2
+    task = task_lib.ControlNetTask(config, str(tmp_path))
+    state = loop.train(task)
+    assert set(state.params) == {"controlnet"} and "controlnet_cond_embedding" in state.params["controlnet"]
+    with Checkpointer(str(tmp_path)) as checkpointer:
+        restored = checkpointer.latest(abstract_like(task.init_state, parallel.make_mesh()))
+    assert restored.meta["frozen"]["text"]["text_tower"] == str(base_dir)
+    captions = (tmp_path / "samples" / "step_00000002.txt").read_text().splitlines()
+    assert len(captions) == 2 and all(c.startswith("a ") for c in captions)
+    assert os.path.isfile(tmp_path / "samples" / "step_00000002.png")
