@@ -243,3 +243,30 @@ def test_training_on_the_text_base_keeps_the_tower_out_of_the_state(base_dir, tm
     captions = (tmp_path / "samples" / "step_00000002.txt").read_text().splitlines()
     assert len(captions) == 2 and all(c.startswith("a ") for c in captions)
     assert os.path.isfile(tmp_path / "samples" / "step_00000002.png")
+
+
+def test_base_trained_with_another_clip_tower_refused(tmp_path):
+    """A base that used a CLIP run's tower (its checkpoints record it) under a config naming another CLIP run."""
+    config = tiny_config(tmp_path / "base")
+    base = random_base(config)
+    records = {}
+    for name, seed in (("clip", 5), ("other_clip", 6)):
+        folder = tmp_path / name
+        folder.mkdir()
+        base.tokenizer.save(str(folder / text.TOKENIZER_FILE))
+        params = jax.tree.map(lambda p, s=seed: p + s, base.tower["text_model"])
+        text.export_tower(str(folder), {"tower": "transformer", "width": 16, "layers": 1, "heads": 2}, params, 7)
+        records[name] = text.load_tower(str(folder), base.tokenizer)[2]
+    state = create_train_state(jax.random.PRNGKey(0), {"params": {"unet": base.variables["params"]}},
+                               get_optimizer(config.optim))
+    with Checkpointer(str(tmp_path / "base")) as checkpointer:
+        checkpointer.save(2, state.replace(step=jnp.asarray(2, jnp.int32)), periodic=True,
+                          meta={"frozen": records["clip"]})
+        checkpointer.wait()
+    config.text.pretrained_dir = str(tmp_path / "clip")
+    assert task_lib.open_base(config, parallel.make_mesh()).record["text"] == records["clip"]
+    config.text.pretrained_dir = str(tmp_path / "other_clip")
+    with pytest.raises(ConfigError, match=rf"was trained with the text tower .*{tmp_path}/clip'.* but config.text "
+                                          rf"gives .*other_clip") as refused:
+        task_lib.open_base(config, parallel.make_mesh())
+    assert "\n" not in str(refused.value)
