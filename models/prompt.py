@@ -5,8 +5,9 @@ The parameters of a text-conditioned score model are {'unet': the network's, 'te
 the text tower T is trained jointly, and {'unet': ...} alone when T is frozen (e.g. a CLIP run's text tower):
 its params then come beside them, {'text_model': ...}, outside the optimizer. `split` reads either layout
 from the union of the two. A ControlNet on a text-conditioned base keeps its params as {'controlnet': ...}
-beside the base's frozen tower in the same way (network='controlnet'). The empty prompt [bos, eos, pad...] is the unconditional branch of classifier-free
-guidance, s_w(x, t | w) = (1 + w') s(x, t | w) - w' s(x, t | empty), learned by caption dropout.
+beside the base's frozen tower in the same way (network='controlnet'). The empty prompt [bos, eos, pad...]
+is the unconditional branch of classifier-free guidance, s_w(x, t | w) = (1 + w') s(x, t | w) - w' s(x, t | empty),
+learned by caption dropout.
 """
 from __future__ import annotations
 

@@ -21,10 +21,11 @@ frozen base through zero convolutions (models/controlnet.py), trained with the b
 
 At phi's initialisation (controlnet.from_base) every zero conv is zero, so s_phi = s_base exactly. A snapshot
 samples the first snapshot_num_samples conditions of the test split (with their captions on a text base,
-listed in a .txt beside the grid), writes each condition beside its sample (workdir/samples/), and appends the edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to
-workdir/edge_f1.json. A base of another architecture or image size is refused in one line before anything is
-written, as is a text base whose checkpoint was trained with another tower than config.text names; a
-ControlNet checkpoint of another base (or text tower) is refused by the loop (its frozen record).
+listed in a .txt beside the grid), writes each condition beside its sample (workdir/samples/), and appends the
+edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to workdir/edge_f1.json. A base of
+another architecture or image size is refused in one line before anything is written, as is a text base whose
+checkpoint was trained with another tower than config.text names; a ControlNet checkpoint of another base (or
+text tower) is refused by the loop (its frozen record).
 """
 from __future__ import annotations
 
