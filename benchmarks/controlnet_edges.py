@@ -46,6 +46,9 @@ def main():
     parser.add_argument("--method", default="", help="sampler (config.sampling.method); default the config's")
     args = parser.parse_args()
     config = load_config(args.config)
+    if config.text.conditional:  # its samples would need prompts, which this comparison does not draw
+        raise SystemExit(f"--config {args.config} has a text-conditioned base; this benchmark measures ControlNets on "
+                         f"bases without text (sample a text one with --mode sample and config.sampling.prompt).")
     config.controlnet.base_workdir = args.base
     if args.method:
         config.sampling.method = args.method

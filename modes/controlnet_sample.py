@@ -3,6 +3,7 @@
     python main.py --config configs/controlnet/canny_digits.py --mode sample --workdir W \
         --config.controlnet.base_workdir=B (--config.sampling.condition=edges.png | --config.sampling.input_indices=0,1)
         [--config.sampling.labels=3,5 [--config.sampling.guidance=cfg --config.sampling.guidance_weight=2]]
+        [--config.sampling.prompt="a 3 left of a 7|a 7 left of a 3" [--config.sampling.guidance=cfg ...]]
 
 The condition c is an image file (config.sampling.condition: the condition itself, e.g. an edge map; resized to
 config.data.image_size with a one-line note when its size differs; its channels matched to the ControlNet's,
@@ -20,10 +21,14 @@ one network call on the doubled batch [x, x], the condition image in both halves
     s_w(x_t, t | y, c) = (1 + w) s(x_t, t | y, c) - w s(x_t, t | null, c),
 
 the null label's branch learned by the base's (and the ControlNet's) label dropout, training.label_dropout.
-A text-conditioned base takes no ControlNet yet (tasks/controlnet.open_base refuses it), so prompts are refused
-in one line, as are classifier guidance, cfg on an unconditional base and a class outside 0..num_classes-1.
+On a text-conditioned base (config.text.conditional) every condition is instead sampled with every prompt p of
+config.sampling.prompt / prompt_file, its context T(p) (the base's frozen text tower) reaching both networks,
+and 'cfg' samples (modes/prompts.py) s_w(x_t, t | p, c) = (1 + w) s(x_t, t | p, c) - w s(x_t, t | n, c), n the
+negative prompt (by default the empty one, learned by caption dropout). Refused in one line: prompts on a base
+without text, classifier guidance, cfg on an unconditional base and a class outside 0..num_classes-1.
 Writes W/<eval_folder>/controlnet_step<step>_<method>_s<scale>[_cfg_w<w>].{npz,png}: images, labels (-1: null),
-conditions and, per (condition, class) row labelled with both, the condition beside its num_samples samples;
+prompts on a text base, conditions and, per (condition, class or prompt) row labelled with both, the condition
+beside its num_samples samples;
 with a reference (test images, or a 'canny' condition file) also the edge F1 of the samples (<name>_edge_f1.json).
 """
 from __future__ import annotations
@@ -42,6 +47,7 @@ import datasets
 import sde_lib
 from data_sources import conditions
 from models import controlnet
+from models.prompt import PromptConditioning
 from modes import prompts
 from modes import sample as plain
 from tasks import controlnet as task_lib
@@ -118,7 +124,7 @@ def load(config, workdir: str, mesh):
     optimizer = get_optimizer(config.optim)
     with Checkpointer(workdir) as checkpointer:
         restored = checkpointer.latest(abstract_like(
-            lambda: create_train_state(jax.random.PRNGKey(0), {"params": params}, optimizer), mesh))
+            lambda: create_train_state(jax.random.PRNGKey(0), base.controlnet_variables(params), optimizer), mesh))
     if restored is None:
         raise ConfigError(f"No ControlNet checkpoint in {workdir}; train one with --mode train and the same --config.")
     if restored.meta.get("frozen") != base.record:
@@ -130,33 +136,42 @@ def load(config, workdir: str, mesh):
 def sample(config, workdir: str, eval_folder: str) -> str:
     """Run `--mode sample` for a ControlNet; returns the path of the .npz written."""
     s, num_classes = config.sampling, config.model.num_classes
-    if prompts.wants_prompts(config):
-        raise ConfigError("A ControlNet takes no prompts: text-conditioned bases are not wired to ControlNets yet; "
-                          "leave config.sampling.prompt / prompt_file and config.text.conditional unset.")
-    plain.validate(config)
-    if s.guidance == "classifier":
-        raise ConfigError("config.sampling.guidance='classifier': a ControlNet is guided by 'cfg' (or 'none').")
-    classes = plain.parse_labels(s.labels, num_classes, "controlnet")
-    guide = plain.make_guide(config, classes, num_classes)
+    texts = prompts.read_prompts(config) if prompts.wants_prompts(config) else None
+    if texts is not None:
+        prompts.check_guidance(config)
+    else:
+        plain.validate(config)
+        if s.guidance == "classifier":
+            raise ConfigError("config.sampling.guidance='classifier': a ControlNet is guided by 'cfg' (or 'none').")
+        classes = plain.parse_labels(s.labels, num_classes, "controlnet")
+        guide = plain.make_guide(config, classes, num_classes)
     mesh = parallel.make_mesh()
     test = datasets.load_split(config, "test", host_index=0, host_count=1)
     cond, reference, index = load_conditions(config, test)
     controlled, base, restored = load(config, workdir, mesh)
     scale = controlled.conditioning_scale
+    if texts is not None:  # a row per (condition, prompt), the prompts' ids in place of class labels
+        tokens, guide = prompts.prompt_guidance(config, base.tokenizer, texts)
+        classes = texts
 
     row_cond = np.repeat(np.arange(len(cond)), len(classes))  # rows: every condition with every class
     row_classes = classes * len(cond)
     total = len(row_cond) * s.num_samples
     chunk = math.ceil(min(total, config.eval.batch_size) / mesh.size) * mesh.size
-    sample_fn = make_sample_fn(config, sde_lib.from_config(config), controlled, chunk, mesh, guide=guide)
+    sample_fn = make_sample_fn(config, sde_lib.from_config(config), controlled, chunk, mesh, guide=guide,
+                               prompt=base.prompt)
     hints = np.repeat(cond[row_cond], s.num_samples, axis=0)
-    labels = np.repeat([num_classes if y is None else y for y in row_classes], s.num_samples)
+    if texts is not None:
+        labels = np.repeat(np.tile(tokens, (len(cond), 1)), s.num_samples, axis=0)
+    else:
+        labels = np.repeat([num_classes if y is None else y for y in row_classes], s.num_samples)
+    variables = PromptConditioning.variables({"params": restored.state.ema_params}, base.tower)
     pad = np.minimum(np.arange(math.ceil(total / chunk) * chunk), total - 1)
     rng, out = jax.random.PRNGKey(config.seed), []
     for k in range(len(pad) // chunk):
         part = pad[k * chunk:(k + 1) * chunk]
-        out.append(parallel.gather(sample_fn(jax.random.fold_in(rng, k), {"params": restored.state.ema_params},
-                                             jnp.asarray(labels[part]) if num_classes else None,
+        out.append(parallel.gather(sample_fn(jax.random.fold_in(rng, k), variables,
+                                             jnp.asarray(labels[part]) if num_classes or texts else None,
                                              hint=jnp.asarray(hints[part]), base=base.variables)))
     images = np.concatenate(out)[:total]
 
@@ -171,11 +186,13 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     np.savez_compressed(path, image=datasets.to_uint8(images), condition=datasets.to_uint8(cond), input_index=index,
                         label=np.where(labels == num_classes, -1, labels) if num_classes else np.full(total, -1),
                         row_condition=row_cond, conditioning_scale=np.atleast_1d(scale), guidance=s.guidance,
-                        guidance_weight=s.guidance_weight, step=restored.step, method=s.method)
+                        guidance_weight=s.guidance_weight, step=restored.step, method=s.method,
+                        **({} if texts is None else {"prompt": np.repeat(row_classes, s.num_samples)}))
     shown = np.broadcast_to(cond.mean(-1, keepdims=True), (len(cond), *images.shape[1:]))[row_cond]
     rows = np.concatenate([shown[:, None], images.reshape(len(row_cond), s.num_samples, *images.shape[1:])], axis=1)
-    names = [("file" if index[k] < 0 else f"#{index[k]}") + ("" if not num_classes else " null" if y is None
-                                                             else f" y={y}") for k, y in zip(row_cond, row_classes)]
+    names = [("file" if index[k] < 0 else f"#{index[k]}") + (f" {y}" if texts else "" if not num_classes else
+                                                             " null" if y is None else f" y={y}")
+             for k, y in zip(row_cond, row_classes)]
     caption = f"controlnet {s.method} step {restored.step} scale {scale_name}" + (
         f" cfg w={s.guidance_weight:g}" if s.guidance == "cfg" else "")
     save_labelled_grid(rows.reshape(-1, *images.shape[1:]), os.path.join(folder, name + ".png"), s.num_samples + 1,

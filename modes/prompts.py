@@ -84,23 +84,39 @@ def encode_prompts(tokenizer, prompts: list[str]) -> np.ndarray:
     return ids
 
 
-def sample_prompts(config, workdir: str, eval_folder: str) -> str:
-    """Run `--mode sample` on prompts; returns the path of the .npz written."""
+def check_guidance(config) -> None:
+    """ConfigError in one line for guidance prompts cannot take: only 'cfg' (or 'none', without a weight or
+    negative prompt)."""
     s = config.sampling
-    prompts = read_prompts(config)
     if s.guidance not in ("none", "cfg"):
         raise ConfigError(f"config.sampling.guidance={s.guidance!r}: prompts are guided by 'cfg' (or 'none').")
     if s.guidance == "none" and (s.guidance_weight != 0 or s.negative_prompt):
         raise ConfigError("config.sampling.guidance_weight / negative_prompt act only with guidance 'cfg'.")
-    tokenizer, prompt, frozen, _ = text.prompt_conditioning(config, workdir)
+
+
+def prompt_guidance(config, tokenizer, prompts: list[str]):
+    """(the prompts' ids (len(prompts), L), make_sample_fn's guide on ids: 'cfg' against the negative prompt n
+    as in the module docstring, or None for guidance 'none')."""
+    s = config.sampling
     tokens = encode_prompts(tokenizer, prompts + [s.negative_prompt])
-    null, tokens = tokens[-1], np.repeat(tokens[:-1], s.num_samples, axis=0)
+    null = tokens[-1]
+    guide = None if s.guidance == "none" else (
+        lambda score_fn_for, ids: classifier_free_guidance(score_fn_for, ids, null, s.guidance_weight))
+    return tokens[:-1], guide
+
+
+def sample_prompts(config, workdir: str, eval_folder: str) -> str:
+    """Run `--mode sample` on prompts; returns the path of the .npz written."""
+    s = config.sampling
+    prompts = read_prompts(config)
+    check_guidance(config)
+    tokenizer, prompt, frozen, _ = text.prompt_conditioning(config, workdir)
+    tokens, guide = prompt_guidance(config, tokenizer, prompts)
+    tokens = np.repeat(tokens, s.num_samples, axis=0)
 
     space = latent.score_space(config)  # a latent model's autoencoder decodes its samples
     net_config, sde, mesh = space.net_config, sde_lib.from_config(config), parallel.make_mesh()
     model = models.get_model(net_config)
-    guide = None if s.guidance == "none" else (
-        lambda score_fn_for, ids: classifier_free_guidance(score_fn_for, ids, null, s.guidance_weight))
     total = len(tokens)
     chunk = math.ceil(min(total, config.eval.batch_size) / mesh.size) * mesh.size
     sample_fn = make_sample_fn(net_config, sde, model, chunk, mesh, guide=guide, decode=space.decode, prompt=prompt)

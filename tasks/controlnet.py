@@ -11,13 +11,21 @@ frozen base through zero convolutions (models/controlnet.py), trained with the b
     y         a class-conditional base's batch labels, given to both networks, a fraction training.label_dropout
               of them replaced by the null label as the base was trained (the score step's dropout), so that
               the ControlNet also learns s_phi(x_t, t | null, c), the unconditional branch of classifier-free
-              guidance; a text-conditioned base (config.text.conditional) is refused: its prompts are not wired
+              guidance
+    w         a text-conditioned base's (config.text.conditional) batch captions: the context T(w) of the base's
+              text tower T (trained with it, or the CLIP tower it used), computed once per step and given to both
+              networks, s_phi(x_t, t | w, c) = s_base(x_t, t, T(w); control = ControlNet_phi(x_t, t, T(w), c)),
+              a fraction training.label_dropout of the captions replaced by the empty prompt as for y; T is
+              frozen with the base (in the loop's `frozen`, recorded as the base's 'text' tower), and the
+              ControlNet's params are kept as {'controlnet': phi} beside it (models/prompt.py)
 
 At phi's initialisation (controlnet.from_base) every zero conv is zero, so s_phi = s_base exactly. A snapshot
-samples the first snapshot_num_samples conditions of the test split, writes each condition beside its sample
-(workdir/samples/), and appends the edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to
-workdir/edge_f1.json. A base of another architecture or image size is refused in one line before anything is
-written; a ControlNet checkpoint of another base is refused by the loop (its frozen record).
+samples the first snapshot_num_samples conditions of the test split (with their captions on a text base,
+listed in a .txt beside the grid), writes each condition beside its sample (workdir/samples/), and appends the
+edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to workdir/edge_f1.json. A base of
+another architecture or image size is refused in one line before anything is written, as is a text base whose
+checkpoint was trained with another tower than config.text names; a ControlNet checkpoint of another base (or
+text tower) is refused by the loop (its frozen record).
 """
 from __future__ import annotations
 
@@ -39,10 +47,11 @@ import sde_lib
 from data_sources import conditions
 from data_sources.preprocess import ImageFormat
 from models import controlnet
-from tasks import score
+from models.prompt import PromptConditioning
+from tasks import score, text
 from training import parallel
 from training.checkpoint import CheckpointMismatchError, Checkpointer, abstract_like, leaf_checksums
-from training.files import atomic_write_json
+from training.files import atomic_write_json, atomic_write_text, tree_digest
 from training.loop import Schedule
 from training.state import TrainState, create_train_state, get_optimizer, learning_rate_schedule
 from training.validation import ConfigError, validate_train_config
@@ -51,11 +60,26 @@ from training.writers import save_image_grid
 
 @dataclasses.dataclass(frozen=True)
 class Base:
-    """The frozen base: its network, EMA variables and the record naming them (run path, step, digest)."""
+    """The frozen base: its network, EMA variables and the record naming them (run path, step, digest); for a
+    text-conditioned base also its tokenizer, its text tower's params {'text_model': ...} and the ControlNet's
+    PromptConditioning on that tower (frozen, the ControlNet's params under 'controlnet')."""
 
     model: Any
     variables: dict
     record: dict
+    tokenizer: Any = None
+    tower: dict | None = None
+    prompt: PromptConditioning | None = None
+
+    @property
+    def frozen(self) -> dict:
+        """The loop's frozen parameters: {'base': variables, ['text_model': the tower's params]}."""
+        return {"base": self.variables, **(self.tower or {})}
+
+    def controlnet_variables(self, params) -> dict:
+        """A ControlNet's train-state variables: {'params': params}, on a text base {'params': {'controlnet':
+        params}}."""
+        return {"params": params} if self.prompt is None else self.prompt.init(None, {"params": params})
 
 
 def _check_geometry(config, folder: str) -> None:
@@ -74,13 +98,10 @@ def _check_geometry(config, folder: str) -> None:
 
 
 def open_base(config, mesh) -> Base:
-    """The base of config.controlnet.base_workdir (see the module docstring); ConfigError in one line if it is
-    missing, not of a kind in controlnet.BASES, or of another architecture or image size than config.model /
-    config.data."""
+    """The base of config.controlnet.base_workdir (see the module docstring), with its text tower and tokenizer
+    when config.text.conditional; ConfigError in one line if it is missing, not of a kind in controlnet.BASES, of
+    another architecture or image size than config.model / config.data, or trained with another text tower."""
     folder = config.controlnet.base_workdir
-    if config.text.conditional:
-        raise ConfigError("config.text.conditional: a ControlNet on a text-conditioned base is not wired yet (its "
-                          "prompts would have to reach both networks); use a class-conditional or unconditional one.")
     if not folder:
         raise ConfigError("config.controlnet.base_workdir is empty; name the --workdir of a trained score model "
                           "(e.g. configs/controlnet/unet_digits_base.py).")
@@ -93,7 +114,9 @@ def open_base(config, mesh) -> Base:
                           f"(--mode train with its config).")
     _check_geometry(config, folder)
     model = models.get_model(config)
-    like = abstract_like(lambda: score.init_state(config, model, get_optimizer(config.optim)), mesh)
+    tokenizer, prompt, tower, text_record = (text.prompt_conditioning(config, folder) if config.text.conditional
+                                             else (None, None, None, {}))
+    like = abstract_like(lambda: score.init_state(config, model, get_optimizer(config.optim), prompt=prompt), mesh)
     try:
         with Checkpointer(folder) as checkpointer:
             restored = checkpointer.latest(like)
@@ -101,9 +124,18 @@ def open_base(config, mesh) -> Base:
         raise ConfigError(f"The base run {folder} is not the network of this config: {e}") from None
     if restored is None:
         raise ConfigError(f"No checkpoint in config.controlnet.base_workdir={folder}; train the base first.")
-    variables = {"params": restored.state.ema_params, **restored.state.model_state}
-    digest = hashlib.sha256(json.dumps(leaf_checksums(variables)).encode()).hexdigest()[:16]
-    return Base(model, variables, {"base_workdir": folder, "step": restored.step, "digest": digest})
+    params, record = restored.state.ema_params, {"base_workdir": folder, "step": restored.step}
+    if prompt is not None:
+        if restored.meta.get("frozen", {}) != text_record:
+            raise ConfigError(f"The base run {folder} was trained with the text tower {restored.meta.get('frozen')} "
+                              f"but config.text gives {text_record or 'one trained with the base'}; give the base's "
+                              f"config.text.pretrained_dir.")
+        tower = tower or {"text_model": params["text_model"]}
+        record["text"] = text_record or {"text_tower": folder, "step": restored.step, "digest": tree_digest(tower)}
+        params, prompt = params["unet"], dataclasses.replace(prompt, joint=False, network="controlnet")
+    variables = {"params": params, **restored.state.model_state}
+    record["digest"] = hashlib.sha256(json.dumps(leaf_checksums(variables)).encode()).hexdigest()[:16]
+    return Base(model, variables, record, tokenizer, tower, prompt)
 
 
 def condition_channels(config) -> int:
@@ -165,43 +197,55 @@ class ControlNetTask:
         self.schedule = Schedule.from_config(config)
         self.sde = sde_lib.from_config(config)
         train, test = datasets.get_dataset(config)
+        self.base = base = open_base(config, mesh)
+        if base.prompt is not None:  # captions reach the steps as the base's token ids
+            if getattr(train.source, "captions", None) is None:
+                raise ConfigError(f"A ControlNet on a text-conditioned base needs captioned images; "
+                                  f"config.data.dataset={config.data.dataset!r} has none; give the base's config.data.")
+            train, test = (dataclasses.replace(d, tokenizer=base.tokenizer) for d in (train, test))
         self.train_data = datasets.ConditionedData(train, condition_fn(config, train))
         self.eval_data = datasets.ConditionedData(test, condition_fn(config, test))
-        base = open_base(config, mesh)
-        self.frozen, self.frozen_record = base.variables, base.record
+        self.frozen, self.frozen_record = base.frozen, base.record
         self.model, self._params = build(config, base)
         self.optimizer = get_optimizer(config.optim)
         self.learning_rate = learning_rate_schedule(config.optim)
         scaler = datasets.get_data_scaler(config)
-        given = lambda batch, frozen: {"hint": batch["condition"], "base": frozen}  # noqa: E731
+        given = lambda batch, frozen: {"hint": batch["condition"], "base": frozen["base"]}  # noqa: E731
         self.train_step = score.step_fn_from_config(config, self.sde, self.model, train=True,
-                                                    optimizer=self.optimizer, scaler=scaler, conditions=given)
+                                                    optimizer=self.optimizer, scaler=scaler, conditions=given,
+                                                    prompt=base.prompt)
         self.eval_step = score.step_fn_from_config(config, self.sde, self.model, train=False, scaler=scaler,
-                                                   conditions=given)
+                                                   conditions=given, prompt=base.prompt)
         self._sample_fn = None
         if t.snapshot_sampling:
             indices = np.arange(t.snapshot_num_samples) % len(test)
             self._images = test.source.read(indices)[0] / np.float32(255)
             self._condition = self.eval_data.condition(self._images, indices)
-            self._sample_fn = score.make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh)
+            self._prompts = None if base.prompt is None else [str(c) for c in test.source.captions[indices]]
+            self._sample_fn = score.make_sample_fn(config, self.sde, self.model, t.snapshot_num_samples, mesh,
+                                                   prompt=base.prompt)
             self._sample_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)[2]
 
     def init_state(self) -> TrainState:
         state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed), 3)[1]
-        return create_train_state(state_rng, {"params": self._params}, self.optimizer)
+        return create_train_state(state_rng, self.base.controlnet_variables(self._params), self.optimizer)
 
     def snapshot(self, state: TrainState, step: int) -> None:
         if self._sample_fn is None:
             return
-        samples = parallel.gather(self._sample_fn(jax.random.fold_in(self._sample_rng, step),
-                                                  {"params": state.ema_params}, hint=jnp.asarray(self._condition),
-                                                  base=self.frozen))
+        variables = PromptConditioning.variables({"params": state.ema_params}, self.base.tower)
+        tokens = {} if self._prompts is None else {"labels": jnp.asarray(self.base.tokenizer(self._prompts))}
+        samples = parallel.gather(self._sample_fn(jax.random.fold_in(self._sample_rng, step), variables,
+                                                  hint=jnp.asarray(self._condition), base=self.base.variables,
+                                                  **tokens))
         if jax.process_index() != 0:
             return
         f1 = edge_agreement(samples, self._images, self.config.controlnet.canny_sigma)
         folder = os.path.join(self.workdir, "samples")
         path = os.path.join(folder, f"step_{step:08d}.png")
         save_image_grid(beside(self._condition, samples), path, nrow=8)
+        if self._prompts is not None:
+            atomic_write_text(path[:-4] + ".txt", "\n".join(self._prompts) + "\n")
         np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"), image=datasets.to_uint8(samples),
                             condition=datasets.to_uint8(self._condition))
         _record_edge_f1(self.workdir, step, f1)

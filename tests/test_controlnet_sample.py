@@ -131,7 +131,7 @@ def test_cfg_weight_0_samples_equal_unguided(class_conditional):
     ({"labels": "1,3"}, r"class\(es\) \[3\] outside 0..2"),
     ({"guidance": "cfg", "guidance_weight": 1.0, "labels": "null"}, "needs classes to guide towards"),
     ({"guidance": "classifier", "guidance_weight": 1.0}, "a ControlNet is guided by 'cfg'"),
-    ({"prompt": "a 3"}, "A ControlNet takes no prompts"),
+    ({"prompt": "a 3"}, "the model is not text-conditioned"),
 ])
 def test_bad_guidance_labels_or_prompts_refused_in_one_line(tmp_path, changes, message):
     config = config_for(tmp_path, num_classes=0 if "needs a class" in message else 3)
@@ -141,8 +141,11 @@ def test_bad_guidance_labels_or_prompts_refused_in_one_line(tmp_path, changes, m
     assert "\n" not in str(refused.value)
 
 
-def test_text_conditioned_base_refused(tmp_path):
+def test_text_conditioned_base_of_another_architecture_refused(tmp_path):
+    """Prompts reach a ControlNet through a 'unet2d_condition' base's cross-attention (tests/test_controlnet_text.py);
+    a text-conditioned 'ddpm' is a mismatch, refused in one line."""
     config = config_for(tmp_path)
     config.text.conditional = True
-    with pytest.raises(ConfigError, match="text-conditioned base is not wired"):
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(ConfigError, match="config.text.conditional needs config.model.name='unet2d_condition'"):
         task_lib.open_base(config, parallel.make_mesh())
