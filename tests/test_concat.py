@@ -188,11 +188,51 @@ def test_cfg_on_the_condition_closed_form_and_weight_zero_sampling():
     np.testing.assert_allclose(guided, plain, atol=1e-5)
 
 
+def test_class_labels_with_the_condition_step_sampling_and_cfg_dropping_both():
+    """A class-conditional concat model: the step trains on (labels, c) with each dropped independently; the
+    network reads both; cfg is (1 + w) s(x | y, c) - w s(x | null, null), and changes the samples."""
+    config = concat_config("lowres")
+    config.model.num_classes, config.training.label_dropout = 10, 0.5
+    sde, model = sde_lib.from_config(config), models.get_model(config)
+    state = init_state(config, model, get_optimizer(config.optim))
+    images = digits(4)
+    batch = {"image": jnp.asarray(images), "label": jnp.array([1, 2, 3, 4]),
+             "condition": jnp.asarray(conditions.lowres(images, 2))}
+    step = jax.jit(get_step_fn(sde, model, train=True, optimizer=get_optimizer(config.optim), continuous=False,
+                               num_classes=10, label_dropout=0.5, concat_dropout=0.5,
+                               conditions=concat.network_inputs(config)))
+    new, loss = step(state, batch)
+    assert np.isfinite(float(loss)) and int(new.step) == 1
+
+    leaves, tree = jax.tree.flatten(state.ema_variables)  # fresh output convs are zero: perturb every weight
+    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    variables = jax.tree.unflatten(tree, [v + 0.1 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys)])
+    c, y = batch["condition"], batch["label"]
+    x, t = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1)), jnp.full((4,), 0.5)
+
+    def score_for(yc):
+        return models.get_score_fn(sde, model, variables, continuous=False, labels=yc[0], concat=yc[1])
+
+    s_yc, s_null = score_for((y, c))(x, t), score_for((jnp.full(4, 10), 0 * c))(x, t)
+    assert np.abs(s_yc - score_for((jnp.full(4, 10), c))(x, t)).max() > 1e-2  # the label is read
+    assert np.abs(s_yc - score_for((y, 0 * c))(x, t)).max() > 1e-2  # and the condition
+    config.sampling.guidance, config.sampling.guidance_weight = "cfg", 2.0
+    guided = concat_sample.make_guide(config, 10)(score_for, (y, c))(x, t)
+    np.testing.assert_allclose(guided, 3.0 * s_yc - 2.0 * s_null, atol=1e-4)
+
+    mesh, rng = parallel.make_mesh(), jax.random.PRNGKey(7)
+    plain = make_sample_fn(config, sde, model, 4, mesh)(rng, variables, y, concat=c)
+    cfg = make_sample_fn(config, sde, model, 4, mesh, guide=concat_sample.make_guide(config, 10))(
+        rng, variables, y, concat=c)
+    assert plain.shape == (4, 8, 8, 1) and np.abs(np.asarray(cfg) - np.asarray(plain)).max() > 1e-2
+
+
 # (5) a short train + sample through ScoreTask and --mode sample
 
-@pytest.mark.parametrize("kind", ["inpaint"])
-def test_train_snapshot_and_sample_mode(kind, tmp_path):
+@pytest.mark.parametrize("kind,num_classes", [("inpaint", 0), ("lowres", 10)])
+def test_train_snapshot_and_sample_mode(kind, num_classes, tmp_path):
     config = concat_config(kind)
+    config.model.num_classes, config.training.label_dropout = num_classes, 0.2
     config.training.n_iters = 4
     config.training.snapshot_sampling = True
     config.training.snapshot_num_samples = 4
@@ -200,17 +240,43 @@ def test_train_snapshot_and_sample_mode(kind, tmp_path):
     workdir = str(tmp_path)
     loop.train(ScoreTask(config, workdir))
     with np.load(os.path.join(workdir, "samples", "step_00000004.npz")) as f:
-        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (4, 8, 8, 2)
+        channels = conditions.concat_channels(kind, 1)
+        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (4, 8, 8, channels)
         assert f["reference"].shape == (4, 8, 8, 1)
     assert os.path.isfile(os.path.join(workdir, "samples", "step_00000004.png"))
     config.sampling.input_indices, config.sampling.num_samples = "0,3", 2
     config.sampling.guidance, config.sampling.guidance_weight = "cfg", 1.0
+    config.sampling.labels = "3,5" if num_classes else ""
     path = sample(config, workdir, "eval")
-    assert path.endswith("concat_inpaint_step4_pc_cfg_w1.npz")
+    assert path.endswith(f"concat_{kind}_step4_pc_cfg_w1.npz")
+    rows = 2 * (2 if num_classes else 1)  # every input with every class
     with np.load(path) as f:
-        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (2, 8, 8, 2)
-        assert f["input_index"].tolist() == [0, 3]
+        assert f["image"].shape == (2 * rows, 8, 8, 1) and f["condition"].shape == (2, 8, 8, channels)
+        assert f["input_index"].tolist() == [0, 3] and f["row_condition"].tolist() == sorted([0, 1] * (rows // 2))
+        assert f["label"].tolist() == ([3, 3, 5, 5] * 2 if num_classes else [-1] * 4)
     assert os.path.isfile(path[:-4] + ".png")
+
+
+def test_prompts_with_the_condition_train_and_sample(tmp_path):
+    """A text-conditioned U-Net with a lowres condition: the snapshot samples test captions with their
+    conditions; --mode sample takes prompts and the condition, guided against the empty prompt and null image."""
+    from test_text_score import tiny_config as text_config
+
+    config = text_config(n_iters=2)
+    config.concat.kind, config.concat.factor, config.concat.dropout = "lowres", 2, 0.2
+    workdir = str(tmp_path)
+    loop.train(ScoreTask(config, workdir))
+    with np.load(os.path.join(workdir, "samples", "step_00000002.npz")) as f:
+        assert f["image"].shape == (2, 8, 8, 1) and f["condition"].shape == (2, 8, 8, 1)
+    s = config.sampling
+    s.input_indices, s.num_samples, s.prompt = "1", 1, "a 3 left of a 7|a 7 left of a 3"
+    out = {}
+    for w in (0.0, 4.0):
+        s.guidance, s.guidance_weight = ("cfg", w) if w else ("none", 0.0)
+        with np.load(sample(config, workdir, "eval")) as f:
+            assert f["image"].shape == (2, 8, 8, 1) and list(f["prompt"]) == s.prompt.split("|")
+            out[w] = f["image"].astype(int)
+    assert np.abs(out[4.0] - out[0.0]).max() > 2
 
 
 # (6) bad input, one line each
@@ -242,8 +308,8 @@ def test_bad_conditions_and_sampling_requests_are_one_line():
     config.sampling.guidance, config.sampling.task = "none", "inpaint"
     with pytest.raises(ConfigError, match="samples from its condition"):
         concat_sample.validate(config)
-    config.sampling.task, config.model.num_classes = "generate", 10
-    with pytest.raises(ConfigError, match="with class labels or prompts is not wired yet"):
+    config.sampling.task, config.sampling.negative_prompt = "generate", "a 1"
+    with pytest.raises(ConfigError, match="negative_prompt act only with guidance 'cfg'"):
         concat_sample.validate(config)
 
 
