@@ -7,7 +7,9 @@ inpainting or map-to-image samples of given images, with classes or prompts wher
         [--config.sampling.guidance=cfg --config.sampling.guidance_weight=2]
 
 Each input x (a file, resized to the data's geometry and channels, or a test-split image) gives the condition
-c = condition(x) as in training (a file's inpainting mask is that of index 0). A class-conditional model
+c = condition(x) as in training (a file's inpainting mask is that of index 0; with config.sampling.outpaint
+'size,top,left' an inpainting model fills everything around the input, resized and placed on the canvas,
+modes.sample.outpaint_inputs). A class-conditional model
 (config.model.num_classes) samples each input with every class y of config.sampling.labels ('' or 'null': the
 null class), a text model (config.text.conditional) with every prompt. config.sampling.num_samples samples are
 drawn by config.sampling.method (any sampler) from s(x_t, t | y, c), or with 'cfg' from
@@ -17,7 +19,8 @@ drawn by config.sampling.method (any sampler) from s(x_t, t | y, c), or with 'cf
 both dropped as in training (the null class or the negative / empty prompt, the zero image), one network call on
 the doubled batch (samplers.guidance.classifier_free_guidance). Writes (modes/sample_files.py)
 W/<eval_folder>/concat_<kind>_step<step>_<method>[_cfg_w<w>].{npz,png}: images, conditions, inputs and their
-test indices (-1: a file), each sample's label (-1: null or none) or prompt; the grid has a row per (input,
+test indices (-1: a file), each sample's label (-1: null or none) or prompt, for inpainting the completed
+images (tasks.concat.complete: the known pixels kept); the grid has a row per (input,
 class or prompt), condition | samples | input.
 """
 from __future__ import annotations
@@ -31,8 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import datasets
 import models
 import sde_lib
+from data_sources import conditions
 from modes import prompts, sample_files
 from modes import sample as plain
 from samplers import guidance as guidance_lib
@@ -58,6 +63,9 @@ def validate(config) -> None:
                           f"guidance 'cfg'.")
     if s.num_samples < 1:
         raise ConfigError(f"config.sampling.num_samples={s.num_samples} must be at least 1.")
+    if s.outpaint and config.concat.kind != "inpaint":
+        raise ConfigError(f"config.sampling.outpaint needs an inpainting model (config.concat.kind='inpaint'), not "
+                          f"{config.concat.kind!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +114,12 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     space = latent.score_space(config)
     inputs, index = plain.load_inputs(config)
     references = inputs / np.float32(255)
-    cond = concat.condition_fn(config)(references, np.maximum(index, 0))
+    if s.outpaint:  # the inputs on the canvas, the region to fill all around them
+        canvas, known = plain.outpaint_inputs(config, inputs)
+        references = canvas / np.float32(255)
+        cond = conditions.masked(references, 1 - known[..., None])
+    else:
+        cond = concat.condition_fn(config)(references, np.maximum(index, 0))
     concat.check_condition(config, cond)
     labels = read_labels(config, workdir)
 
@@ -145,4 +158,6 @@ def sample(config, workdir: str, eval_folder: str) -> str:
         cond, concat.shown(config, cond)[row_cond], names, caption, references[row_cond], input=inputs,
         input_index=index, row_condition=row_cond, label=label, guidance=s.guidance,
         guidance_weight=s.guidance_weight, step=step, method=s.method,
-        **({} if labels.prompt is None else {"prompt": np.repeat(prompts.read_prompts(config), s.num_samples)}))
+        **({} if labels.prompt is None else {"prompt": np.repeat(prompts.read_prompts(config), s.num_samples)}),
+        **({} if config.concat.kind != "inpaint" else
+           {"completed": datasets.to_uint8(concat.complete(np.repeat(cond[row_cond], s.num_samples, 0), images))}))

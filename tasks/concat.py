@@ -86,6 +86,13 @@ def check_condition(config, condition) -> None:
                           f"on {size}x{size} data takes (N, {size}, {size}, {want}).")
 
 
+def complete(condition, samples):
+    """An inpaint condition's completed images x (1 - m) + m s: the known pixels of x, the samples s in the region
+    m to fill."""
+    c = np.asarray(condition, np.float32)
+    return c[..., :-1] + c[..., -1:] * np.asarray(samples, np.float32)
+
+
 def shown(config, condition: np.ndarray) -> np.ndarray:
     """Conditions as images of the data's channels: the low-resolution copy; the masked image with its unknown
     pixels mid-gray; the foreground map in every channel."""

@@ -255,6 +255,21 @@ def test_train_snapshot_and_sample_mode(kind, num_classes, tmp_path):
         assert f["input_index"].tolist() == [0, 3] and f["row_condition"].tolist() == sorted([0, 1] * (rows // 2))
         assert f["label"].tolist() == ([3, 3, 5, 5] * 2 if num_classes else [-1] * 4)
     assert os.path.isfile(path[:-4] + ".png")
+    if kind != "inpaint":
+        config.sampling.outpaint = "4,2,2"
+        with pytest.raises(ConfigError, match="outpaint needs an inpainting model"):
+            sample(config, workdir, "eval")
+        return
+    # outpainting: the input, resized to 4x4, at (2, 2) of the canvas; the region to fill is all around it
+    config.sampling.outpaint, config.sampling.guidance, config.sampling.guidance_weight = "4,2,2", "none", 0.0
+    with np.load(sample(config, workdir, "eval")) as f:
+        m, known_pixels = f["condition"][0, ..., -1] / 255, np.repeat(f["condition"][..., 0], 2, axis=0)
+        assert f["image"].shape == (4, 8, 8, 1) and f["completed"].shape == (4, 8, 8, 1)
+        np.testing.assert_array_equal(m[2:6, 2:6], 0)
+        assert m.sum() == 64 - 16 and np.all(f["condition"][..., -1] == f["condition"][:1, ..., -1])
+        # zero error on the known pixels; the samples elsewhere
+        np.testing.assert_array_equal(f["completed"][:, 2:6, 2:6, 0], known_pixels[:, 2:6, 2:6])
+        np.testing.assert_array_equal(f["completed"][:, m > 0], f["image"][:, m > 0])
 
 
 def test_prompts_with_the_condition_train_and_sample(tmp_path):
