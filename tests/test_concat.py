@@ -294,7 +294,66 @@ def test_prompts_with_the_condition_train_and_sample(tmp_path):
     assert np.abs(out[4.0] - out[0.0]).max() > 2
 
 
-# (6) bad input, one line each
+# (6) --mode eval: samples of the test conditions, FD and the task's figures, in resumable rounds
+
+def test_task_figures_closed_forms():
+    from modes.concat_eval import bicubic, task_figures
+
+    truth = digits(3)
+    config = concat_config("lowres")
+    flat = np.full((1, 8, 8, 1), 0.3, np.float32)
+    np.testing.assert_allclose(bicubic(flat, 2), flat, atol=1e-6)  # a constant image is its own upsampling
+    figures = task_figures(config, truth, truth, conditions.lowres(truth, 2))
+    np.testing.assert_array_equal(figures["psnr"], 100.0)
+    assert np.all((figures["bicubic_psnr"] > 5) & (figures["bicubic_psnr"] < 100))
+    config = concat_config("inpaint")
+    c = conditions.compute_concat("inpaint", truth, np.arange(3), seed=0)
+    m = c[..., -1:]
+    wrong_inside = truth * (1 - m) + (1 - truth) * m  # right on the known pixels, wrong on the rest
+    np.testing.assert_array_equal(task_figures(config, wrong_inside, truth, c)["known_error"], 0.0)
+    shifted = np.clip(truth + 0.1, 0, 1)
+    np.testing.assert_allclose(task_figures(config, shifted, truth, c)["known_error"],
+                               np.sum((1 - m) * (shifted - truth), axis=(1, 2, 3)) / np.sum(1 - m, axis=(1, 2, 3)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(concat.complete(c, wrong_inside), wrong_inside, atol=1e-6)
+    config = concat_config("foreground")
+    np.testing.assert_array_equal(task_figures(config, truth, truth, conditions.threshold_mask(truth))
+                                  ["foreground_agreement"], 1.0)
+
+
+@pytest.mark.parametrize("kind", ["lowres", "inpaint"])
+def test_eval_mode_reports_fd_and_task_figures_and_resumes(kind, tmp_path):
+    from modes.evaluate import evaluate
+    from modes.train import train_classifier
+
+    config = concat_config(kind)
+    t = config.training
+    t.n_iters, t.snapshot_freq, t.eval_freq = 4, 4, 0
+    config.classifier.nf, config.classifier.n_iters, config.classifier.batch_size = 4, 4, 16
+    e = config.eval
+    e.batch_size, e.num_samples, e.enable_sampling, e.enable_loss, e.kid_subsets, e.kid_subset_size = \
+        8, 12, True, True, 2, 4
+    workdir = str(tmp_path)
+    loop.train(ScoreTask(config, workdir))
+    train_classifier(config, workdir)
+    first = evaluate(config, workdir, "eval")[0]
+    figures = first["concat"]
+    assert np.isfinite(first["eval_loss"]) and first["samples"]["num_images"] == 12
+    if kind == "lowres":
+        assert 0 < figures["psnr"] < 100 and 5 < figures["bicubic_psnr"] < 100
+    else:
+        assert 0 < figures["known_error"] < 1 and figures["completed"]["num_images"] == 12
+        assert figures["completed"]["fd"] != first["samples"]["fd"]
+    rounds = sorted(os.listdir(os.path.join(workdir, "eval", "ckpt_1")))
+    assert rounds == ["concat_samples_00000.npz", "concat_samples_00001.npz"]
+    stamps = [os.path.getmtime(os.path.join(workdir, "eval", "ckpt_1", r)) for r in rounds]
+    os.remove(os.path.join(workdir, "eval", "ckpt_1", rounds[1]))  # as if killed in round 1
+    again = evaluate(config, workdir, "eval")[0]
+    assert os.path.getmtime(os.path.join(workdir, "eval", "ckpt_1", rounds[0])) == stamps[0]  # reused
+    assert again["concat"] == figures and again["samples"] == first["samples"]
+
+
+# (7) bad input, one line each
 
 @pytest.mark.parametrize("fields,message", [
     (dict(kind="superres"), "config.concat.kind='superres' must be '' (off) or one of"),
@@ -323,6 +382,10 @@ def test_bad_conditions_and_sampling_requests_are_one_line():
     config.sampling.guidance, config.sampling.task = "none", "inpaint"
     with pytest.raises(ConfigError, match="samples from its condition"):
         concat_sample.validate(config)
+    config.eval.enable_bpd = True
+    with pytest.raises(ConfigError, match="bits/dim .* are not wired for it"):
+        from modes.evaluate import evaluate
+        evaluate(config, "unused", "eval")
     config.sampling.task, config.sampling.negative_prompt = "generate", "a 1"
     with pytest.raises(ConfigError, match="negative_prompt act only with guidance 'cfg'"):
         concat_sample.validate(config)
