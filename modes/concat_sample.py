@@ -72,12 +72,13 @@ def validate(config) -> None:
 class Labels:
     """The network's label input beside the condition image, one kind of row each: names (for the grid), values
     ((K,) classes or (K, L) prompt token ids; None for a model without labels), the null value guidance drops them
-    to (the null class, the negative or empty prompt's ids, or None), and a text model's prompt conditioning and
-    frozen tower."""
+    to (the null class, the negative or empty prompt's ids, or None), and a text model's prompts, prompt
+    conditioning and frozen tower."""
 
     names: list
     values: np.ndarray | None = None
     null: object = None
+    prompts: tuple = ()
     prompt: object = None
     frozen: dict | None = None
 
@@ -90,7 +91,7 @@ def read_labels(config, workdir: str) -> Labels:
         given = prompts.read_prompts(config)
         tokenizer, prompt, frozen, _ = text.prompt_conditioning(config, workdir)
         tokens = prompts.encode_prompts(tokenizer, given + [s.negative_prompt])
-        return Labels([f" {p[:20]!r}" for p in given], tokens[:-1], tokens[-1], prompt, frozen)
+        return Labels([f" {p[:20]!r}" for p in given], tokens[:-1], tokens[-1], tuple(given), prompt, frozen)
     classes = plain.parse_labels(s.labels, num_classes, "concat")
     if not num_classes:
         return Labels([""])
@@ -158,6 +159,6 @@ def sample(config, workdir: str, eval_folder: str) -> str:
         cond, concat.shown(config, cond)[row_cond], names, caption, references[row_cond], input=inputs,
         input_index=index, row_condition=row_cond, label=label, guidance=s.guidance,
         guidance_weight=s.guidance_weight, step=step, method=s.method,
-        **({} if labels.prompt is None else {"prompt": np.repeat(prompts.read_prompts(config), s.num_samples)}),
+        **({} if labels.prompt is None else {"prompt": np.repeat(np.array(labels.prompts)[row_label], s.num_samples)}),
         **({} if config.concat.kind != "inpaint" else
            {"completed": datasets.to_uint8(concat.complete(np.repeat(cond[row_cond], s.num_samples, 0), images))}))

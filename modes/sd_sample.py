@@ -15,7 +15,8 @@ steps_offset, as diffusers' DDIMScheduler takes them; another spacing is refused
 
 An inpainting U-Net (in_channels 2 C + 1: SD's inpainting checkpoints) fills the white region m of
 config.sd.mask_image in config.sd.image: every step it takes [z_t, m_z, s E(x (1 - m))] (masked_latents), in
-both guidance branches, from pure noise (diffusers' strength 1), E the VAE encoder's mean.
+both guidance branches, from pure noise (diffusers' strength 1), E the VAE encoder's mean (diffusers draws a
+sample of that posterior instead; the mean is its deterministic centre).
 """
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ def inpaint_inputs(pipeline: stable_diffusion.Pipeline, image_path: str, mask_pa
         raise ConfigError(f"config.sd.image / mask_image are set but the U-Net takes {pipeline.model.unet.in_channels} "
                           f"input channels, not an inpainting U-Net's {2 * pipeline.vae.latent_channels + 1}."
                           if not pipeline.inpainting else
-                          "The pipeline's U-Net inpaints: give config.sd.image and config.sd.mask_image (white = fill).")
+                          "The pipeline's U-Net inpaints: give config.sd.image and config.sd.mask_image "
+                          "(white = fill).")
     if not pipeline.inpainting:
         return None
     for what, path in (("image", image_path), ("mask_image", mask_path)):

@@ -176,7 +176,8 @@ def test_inpainting_inputs_are_refused_in_one_line(folder, tmp_path):
         jax.eval_shape(lambda: pipe.model.apply(pipe.variables, jnp.zeros((1, 8, 8, 4)), 0,
                                                 context=jnp.zeros((1, 77, 32))))
     seven = make_pipeline(tmp_path / "seven", unet=inpainting_unet(tmp_path / "unet7", channels=7))
-    with pytest.raises(ConversionError, match="the U-Net takes 7 input channels.* need 4 in \\(9 for inpainting") as err:
+    message = "the U-Net takes 7 input channels.* need 4 in \\(9 for inpainting"
+    with pytest.raises(ConversionError, match=message) as err:
         stable_diffusion.read_pipeline(seven)
     assert "\n" not in str(err.value)
 
