@@ -159,7 +159,7 @@ class Dataset:
 
     def ordered_batches(self, global_batch: int, limit: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """One pass in order (over the first `limit` examples when limit > 0), no flips. The last batch is padded
-        by repetition; 'mask' is 1 on real examples."""
+        by repetition; 'mask' is 1 on real examples, 'index' the examples' indices in the split."""
         host = self._host_slice(global_batch)
         n = min(limit, len(self)) if limit > 0 else len(self)
         for k, start in enumerate(range(0, n, global_batch)):
@@ -169,7 +169,7 @@ class Dataset:
             images, labels = self.source.read(indices)
             rng = np.random.default_rng([self.seed, k, self.host_index, 2])
             yield self._with_captions({"image": self._to_float(images, rng, augment=False), "label": labels,
-                                       "mask": mask}, indices)
+                                       "mask": mask, "index": indices}, indices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +179,11 @@ class ConditionedData:
 
     data: Dataset
     condition: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    def ordered_batches(self, global_batch: int, limit: int = 0):
+        """The data's ordered pass, each batch with the condition of its images."""
+        for item in self.data.ordered_batches(global_batch, limit):
+            yield {**item, "condition": np.asarray(self.condition(item["image"], item["index"]), np.float32)}
 
     def batches(self, global_batch: int, start_step: int = 0, steps_per_call: int = 1, augment: bool = True):
         for call, item in enumerate(self.data.batches(global_batch, start_step, steps_per_call, augment)):

@@ -78,6 +78,7 @@ def get_base_config():
     sampling.input = ""  # inpaint / colorize: an image file, resized to data.image_size ...
     sampling.input_indices = ""  # ... or comma-separated indices into the test split, e.g. '0,1,2'
     sampling.mask = "half"  # inpaint: 'half' (right half unknown) | 'center' | 'bottom' | an image file, white = known
+    sampling.outpaint = ""  # new: inpaint outside the input, 'size,top,left': it, resized, on the image_size canvas
     sampling.checkpoint = 0  # step of the periodic checkpoint to sample; 0 = the newest
     sampling.condition = ""  # new: a ControlNet's condition image file (e.g. an edge map), or use input_indices
     # new: a text-conditioned model's prompts (modes/prompts.py), guided by 'cfg' against the negative prompt

@@ -20,6 +20,7 @@ input channels), each a map from x in [0, 1]^(N, H, W, C) to c in [0, 1]^(N, H, 
     inpaint     c = [x (1 - m), m]              m in {0, 1}^(H, W, 1), 1 where unknown: a random box or brush
                                                 stroke drawn from the generator seeded (seed, index), so the
                                                 mask of an example is a pure function of its index; C_c = C + 1
+                                                (outpainting: x placed on a larger canvas, m = 1 outside it)
     foreground  c = [gray(x) > threshold]       the 'mask' kind's map (semantic map of two classes); C_c = 1
 
 Edge agreement of predicted edges P with reference edges R at a tolerance of r pixels:
@@ -145,11 +146,29 @@ def inpaint_mask(size: int, seed: int, index: int) -> np.ndarray:
     return m[..., None]
 
 
+def masked(images: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """The inpaint condition [x (1 - m), m] (N, H, W, C + 1) of images x and masks m ((N, )H, W, 1), 1 = unknown."""
+    images = np.asarray(images, np.float32)
+    m = np.broadcast_to(np.asarray(m, np.float32), images.shape[:-1] + (1,))
+    return np.concatenate([images * (1 - m), m], axis=-1)
+
+
 def inpaint(images: np.ndarray, indices, seed: int) -> np.ndarray:
     """[x (1 - m), m] (N, H, W, C + 1), m = inpaint_mask of each example's (seed, index)."""
-    images = np.asarray(images, np.float32)
-    m = np.stack([inpaint_mask(images.shape[1], seed, int(i)) for i in indices])
-    return np.concatenate([images * (1 - m), m], axis=-1)
+    return masked(images, np.stack([inpaint_mask(np.shape(images)[1], seed, int(i)) for i in indices]))
+
+
+def place(images: np.ndarray, canvas: int, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outpainting's canvas: (the images (N, s, s, C) at rows top..top + s - 1, columns left..left + s - 1 of a
+    zero canvas (N, S, S, C), S = canvas; the known mask (S, S), 1 inside the images' extent). The region to fill
+    is 1 - known, everything outside the input."""
+    images = np.asarray(images)
+    n, size, _, c = images.shape
+    out = np.zeros((n, canvas, canvas, c), images.dtype)
+    out[:, top:top + size, left:left + size] = images
+    known = np.zeros((canvas, canvas), np.float32)
+    known[top:top + size, left:left + size] = 1
+    return out, known
 
 
 def compute_concat(kind: str, images: np.ndarray, indices, *, seed: int = 0, factor: int = 4,

@@ -1,6 +1,6 @@
-"""Sample-quality metrics on Inception features: FID, KID, IS, and reference-statistics files.
+"""Sample-quality metrics on Inception features: FID, KID, IS, and reference-statistics files; and PSNR.
 
-Pure numpy/scipy, float64 throughout. The features are Inception-v3 pool3 activations
+The feature metrics are pure numpy/scipy, float64 throughout. The features are Inception-v3 pool3 activations
 (B, 2048) and the logits its 1008-way classifier (see evaluation/inception.py); nothing
 here depends on where they came from.
 """
@@ -9,10 +9,18 @@ from __future__ import annotations
 import os
 import zipfile
 
+import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
 from training.files import atomic_savez
+
+
+def image_psnr(x, x_hat):
+    """(B,) PSNR_b = 10 log10(1 / mean_{h,w,c} (x_b - x_hat_b)^2) of images in [0, 1] (a perfect one counts 100 dB;
+    numpy or jax arrays, traceable)."""
+    mse = jnp.mean((jnp.asarray(x, jnp.float32) - jnp.asarray(x_hat, jnp.float32)) ** 2, axis=(1, 2, 3))
+    return jnp.where(mse > 0, -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)), 100.0)
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
     folder/model_index.json          names the components; each is a subfolder
     folder/scheduler/scheduler_config.json  ->  the SDE: the discrete VP chain with the scheduler's betas
-    folder/unet/                     ->  the score network (SDScoreNet), predicting epsilon, v or x0
+    folder/unet/                     ->  the score network (SDScoreNet), predicting epsilon, v or x0; an
+                                         inpainting U-Net (in_channels 2 C + 1) also takes [m, E(x (1 - m))]
     folder/text_encoder/             ->  the CLIP text transformer (its last_hidden_state is the context)
     folder/tokenizer/                ->  located here; read by data_sources.tokenizer (models sit below it)
     folder/vae/                      ->  the AutoencoderKL and its scaling_factor (x = decode(z / scaling_factor))
@@ -96,9 +97,10 @@ def read_scheduler(folder: str) -> Scheduler:
 
 class SDScoreNet(nn.Module):
     """The U-Net (+ ControlNet) as a score network: model(x, time_cond, labels=None, train=False, context=None,
-    control_image=None, conditioning_scale=1.0), params {'unet': ..., 'controlnet': ...}; time_cond is the chain
-    step, control_image (B, f h, f w, C_c) in [0, 1] for latents (B, h, w, C). `config.model.prediction` tells
-    models.get_score_fn what the U-Net predicts."""
+    control_image=None, conditioning_scale=1.0, concat=None), params {'unet': ..., 'controlnet': ...}; time_cond
+    is the chain step, control_image (B, f h, f w, C_c) in [0, 1] for latents (B, h, w, C), concat (B, h, w, C_c)
+    the inpainting U-Net's further input channels [m, E(x (1 - m))] (C + C_c = the U-Net's in_channels).
+    `config.model.prediction` tells models.get_score_fn what the U-Net predicts."""
 
     config: ml_collections.ConfigDict
     unet: unet2d_condition.UNetSpec
@@ -106,15 +108,19 @@ class SDScoreNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, time_cond, labels=None, train: bool = False, context=None, control_image=None,
-                 conditioning_scale=1.0):
+                 conditioning_scale=1.0, concat=None):
         if labels is not None:
             raise ValueError("Stable Diffusion's U-Net takes no class labels; condition it through context.")
+        given = x.shape[-1] + (0 if concat is None else concat.shape[-1])
+        if given != self.unet.in_channels:
+            raise ValueError(f"The U-Net takes {self.unet.in_channels} input channels; it was given {given} "
+                             f"({x.shape[-1]} latent + {given - x.shape[-1]} concat).")
         residuals = None
         if self.control is not None:
             residuals = controlnet.ControlNetModel(self.control, name="controlnet")(
                 x, time_cond, context, control_image, conditioning_scale, train=train)
         return unet2d_condition.UNet2DConditionModel(self.unet, name="unet")(x, time_cond, context, residuals,
-                                                                            train=train)
+                                                                            train=train, concat=concat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +138,11 @@ class Pipeline:
     vae_params: Any
     scaling_factor: float
     latent_size: int  # the U-Net's sample_size (latent pixels a side), its default resolution
+
+    @property
+    def inpainting(self) -> bool:
+        """Whether the U-Net is an inpainting one: conv_in takes [z, m, E(x (1 - m))], 2 C + 1 channels."""
+        return self.model.unet.in_channels == 2 * self.vae.latent_channels + 1
 
     @property
     def vae_factor(self) -> int:
@@ -175,11 +186,14 @@ def read_pipeline(folder: str, controlnet_folder: str = "", dtype: str = "float3
     config = ml_collections.ConfigDict({"model": {"prediction": scheduler.prediction}})
     text_encoder, text_params = clip_text.from_pretrained(parts["text_encoder"])
     vae, vae_params, scaling_factor = autoencoder.load_diffusers_autoencoder_kl(parts["vae"])
-    if vae.latent_channels != unet.spec.in_channels or text_encoder.config.hidden_size != unet.spec.cross_attention_dim:
+    c = vae.latent_channels
+    if (unet.spec.in_channels not in (c, 2 * c + 1) or unet.spec.out_channels != c
+            or text_encoder.config.hidden_size != unet.spec.cross_attention_dim):
         raise ConversionError(f"The components of {folder} do not fit together: the U-Net takes "
-                              f"{unet.spec.in_channels} latent channels and a context of width "
-                              f"{unet.spec.cross_attention_dim}; the VAE gives {vae.latent_channels}, the text "
-                              f"encoder {text_encoder.config.hidden_size}.")
+                              f"{unet.spec.in_channels} input channels, gives {unet.spec.out_channels} and reads a "
+                              f"context of width {unet.spec.cross_attention_dim}; the VAE's {c} latent channels need "
+                              f"{c} in ({2 * c + 1} for inpainting: latents, mask, masked-image latents) and {c} out, "
+                              f"the text encoder gives width {text_encoder.config.hidden_size}.")
     return Pipeline(scheduler, SDScoreNet(config, unet.spec, control), {"params": params}, text_encoder, text_params,
                     parts["tokenizer"], vae, vae_params, scaling_factor,
                     int(_read_json(os.path.join(parts["unet"], "config.json"), "").get("sample_size", 64)))

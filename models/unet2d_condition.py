@@ -216,14 +216,16 @@ def unet_forward(spec: UNetSpec, x, timesteps, context=None, control=None, mask=
 
 
 class UNet2DConditionModel(nn.Module):
-    """diffusers' UNet2DConditionModel: model(sample, timesteps, context, control=None, mask=None, train=False)
-    with sample (B, H, W, C), timesteps (B,) or scalar, context (B, L, cross_attention_dim); see unet_forward."""
+    """diffusers' UNet2DConditionModel: model(sample, timesteps, context, control=None, mask=None, train=False,
+    concat=None) with sample (B, H, W, C), timesteps (B,) or scalar, context (B, L, cross_attention_dim); see
+    unet_forward. A diffusers folder's in_channels counts conv_in's inputs, concat channels included (9 for SD's
+    inpainting U-Net: C + C_c = 4 + 5)."""
 
     spec: UNetSpec
 
     @nn.compact
-    def __call__(self, sample, timesteps, context=None, control=None, mask=None, train: bool = False):
-        return unet_forward(self.spec, sample, timesteps, context, control, mask, train)
+    def __call__(self, sample, timesteps, context=None, control=None, mask=None, train: bool = False, concat=None):
+        return unet_forward(self.spec, sample, timesteps, context, control, mask, train, concat)
 
 
 @register_model("unet2d_condition")

@@ -48,7 +48,7 @@ import sde_lib
 from data_sources import conditions
 from models import controlnet
 from models.prompt import PromptConditioning
-from modes import prompts
+from modes import prompts, sample_files
 from modes import sample as plain
 from tasks import controlnet as task_lib
 from tasks.score import make_sample_fn
@@ -57,7 +57,6 @@ from training.checkpoint import Checkpointer, abstract_like
 from training.files import atomic_write_json
 from training.state import create_train_state, get_optimizer
 from training.validation import ConfigError
-from training.writers import save_labelled_grid
 
 
 def parse_scale(spec: str, num_outputs: int):
@@ -176,31 +175,23 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     images = np.concatenate(out)[:total]
 
     scale_name = "-".join(f"{v:g}" for v in np.atleast_1d(scale))
-    guided = f"_cfg_w{s.guidance_weight:g}" if s.guidance == "cfg" else ""
-    name = f"controlnet_step{restored.step}_{s.method}_s{scale_name}{guided}"
+    name = sample_files.sample_name("controlnet", restored.step, s, f"s{scale_name}")
     folder = os.path.join(workdir, eval_folder)
-    path = os.path.join(folder, name + ".npz")
-    if jax.process_index() != 0:
-        return path
-    os.makedirs(folder, exist_ok=True)
-    np.savez_compressed(path, image=datasets.to_uint8(images), condition=datasets.to_uint8(cond), input_index=index,
-                        label=np.where(labels == num_classes, -1, labels) if num_classes else np.full(total, -1),
-                        row_condition=row_cond, conditioning_scale=np.atleast_1d(scale), guidance=s.guidance,
-                        guidance_weight=s.guidance_weight, step=restored.step, method=s.method,
-                        **({} if texts is None else {"prompt": np.repeat(row_classes, s.num_samples)}))
     shown = np.broadcast_to(cond.mean(-1, keepdims=True), (len(cond), *images.shape[1:]))[row_cond]
-    rows = np.concatenate([shown[:, None], images.reshape(len(row_cond), s.num_samples, *images.shape[1:])], axis=1)
     names = [("file" if index[k] < 0 else f"#{index[k]}") + (f" {y}" if texts else "" if not num_classes else
                                                              " null" if y is None else f" y={y}")
              for k, y in zip(row_cond, row_classes)]
-    caption = f"controlnet {s.method} step {restored.step} scale {scale_name}" + (
-        f" cfg w={s.guidance_weight:g}" if s.guidance == "cfg" else "")
-    save_labelled_grid(rows.reshape(-1, *images.shape[1:]), os.path.join(folder, name + ".png"), s.num_samples + 1,
-                       names, caption)
+    caption = f"controlnet {s.method} step {restored.step} scale {scale_name}" + sample_files.guided(s, " ")
+    path = sample_files.write(folder, name, images, cond, shown, names, caption, input_index=index,
+                              label=np.where(labels == num_classes, -1, labels) if num_classes else np.full(total, -1),
+                              row_condition=row_cond, conditioning_scale=np.atleast_1d(scale), guidance=s.guidance,
+                              guidance_weight=s.guidance_weight, step=restored.step, method=s.method,
+                              **({} if texts is None else {"prompt": np.repeat(row_classes, s.num_samples)}))
+    if jax.process_index() != 0:
+        return path
     if reference is not None:
         f1 = conditions.edge_f1(conditions.canny(images, config.controlnet.canny_sigma),
                                 np.repeat(reference[row_cond], s.num_samples, axis=0))
         atomic_write_json(os.path.join(folder, name + "_edge_f1.json"), {"edge_f1": float(f1.mean())})
         logging.info("Edge F1 of the samples against their conditions' edges: %.3f.", f1.mean())
-    logging.info("Samples written to %s (.npz and .png).", os.path.join(folder, name))
     return path

@@ -29,6 +29,11 @@ discrete NLL under the model's reverse chain: for a discrete-time VP model the e
 losses.vlb.bound_bpd (N network calls an image, its learned variance if it has one, else beta_t), for a
 continuous-time VP model the one-sample estimate of losses.vdm.bound_bpd; mean and standard error over images,
 as `bpd`).
+
+A concat-conditioned model (config.concat.kind) is evaluated on its test conditions: `eval_loss` with each test
+image's condition, `samples` one sample per test condition (FD etc. against the train split), and `concat` the
+task's figures (modes/concat_eval.py: PSNR against the truth and of bicubic upsampling for 'lowres'; the known
+pixels' error and the completed images' FD for 'inpaint'); its rounds are ckpt_<k>/concat_samples_<r>.npz.
 """
 from __future__ import annotations
 
@@ -48,7 +53,8 @@ from evaluation import features as features_lib
 from evaluation import metrics
 from evaluation.resumable import run_rounds
 from samplers.likelihood import get_likelihood_fn
-from tasks import latent
+from modes import concat_eval
+from tasks import concat, latent
 from tasks.score import make_sample_fn, restore_train_state, step_fn_from_config
 from training import parallel
 from training.checkpoint import Checkpointer, periodic_steps
@@ -75,9 +81,12 @@ def checkpoint_steps(config, workdir: str) -> list[tuple[int, int]]:
 
 def _validate(config, num_devices: int) -> None:
     e = config.eval
+    if config.concat.kind and (e.enable_bpd or e.enable_bound or config.text.conditional):
+        raise ConfigError(f"config.concat.kind={config.concat.kind!r}: --mode eval of a concat-conditioned model "
+                          f"gives its test loss and samples; bits/dim (eval.enable_bpd / enable_bound) and a text "
+                          f"model's samples are not wired for it.")
     if config.concat.kind:
-        raise ConfigError(f"config.concat.kind={config.concat.kind!r}: --mode eval of a concat-conditioned model is "
-                          f"not wired yet (its test loss and samples need their condition images); use --mode sample.")
+        concat.validate(config)
     parallel.check_divisible("eval.batch_size", e.batch_size, num_devices)
     if e.enable_sampling and e.num_samples < 2:
         raise ConfigError(f"config.eval.num_samples={e.num_samples} must be at least 2 for feature statistics.")
@@ -132,15 +141,21 @@ def _eval_loss(config, sde, model, state, mesh, space: latent.ScoreSpace) -> flo
     the encoded test images for a latent model."""
     b = config.eval.batch_size
     test_data = datasets.load_split(config, "test")
-    if len(test_data) < b:
+    num_batches = len(test_data) // b
+    if not num_batches:
         raise ConfigError(f"config.eval.batch_size={b} exceeds the {len(test_data)} test images; lower it.")
+    given = None
+    if concat.enabled(config):  # the test images' conditions, as in training
+        test_data, given = (datasets.ConditionedData(test_data, concat.condition_fn(config)),
+                            concat.network_inputs(space.net_config))
     loss_fn = jax.jit(step_fn_from_config(config, sde, model, train=False, scaler=datasets.get_data_scaler(config),
-                                          encode=space.encode))
+                                          encode=space.encode, conditions=given))
     frozen = None if space.frozen is None else parallel.replicate(space.frozen, mesh)
     batch_losses = []
-    for batch, _ in zip(test_data.ordered_batches(b), range(len(test_data) // b)):
-        batch_losses.append(float(loss_fn(state, parallel.shard_batch({"image": batch["image"],
-                                                                       "label": batch["label"]}, mesh), frozen)))
+    for batch, _ in zip(test_data.ordered_batches(b), range(num_batches)):
+        keys = ("image", "label") + (("condition",) if given else ())
+        batch_losses.append(float(loss_fn(state, parallel.shard_batch({name: batch[name] for name in keys}, mesh),
+                                          frozen)))
         state = state.replace(rng=jax.random.split(state.rng, 3)[0])  # as the train loop's eval step advances it
     return float(np.mean(batch_losses))
 
@@ -289,11 +304,17 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
             if e.enable_loss:
                 results["eval_loss"] = _eval_loss(config, sde, model, state, mesh, space)
             if e.enable_sampling:
-                samples = _sample_rounds(config, model, sample_fn, state, net, k, os.path.join(out_dir, f"ckpt_{k}"))
+                rounds = os.path.join(out_dir, f"ckpt_{k}")
+                samples = (concat_eval.sample_rounds(config, space.net_config, sample_fn, state.ema_variables, net, k,
+                                                     rounds) if concat.enabled(config) else
+                           _sample_rounds(config, model, sample_fn, state, net, k, rounds))
                 if is_chief:
                     results["features"] = net.description
                     results["samples"] = quality(samples["features"], samples["logits"], train_stats, config,
                                                  net.num_classes)
+                    if concat.enabled(config):
+                        results["concat"] = concat_eval.figures(config, samples, lambda f, lg: quality(
+                            f, lg, train_stats, config, net.num_classes))
                     results["real_test"] = real
                     mu, sigma = metrics.feature_statistics(samples["features"])
                     metrics.save_reference_stats(os.path.join(out_dir, f"ckpt_{k}_samples_stats.npz"), mu, sigma,
@@ -331,6 +352,11 @@ def _summary(results: dict) -> str:
     if "bound_bpd" in results:
         b = results["bound_bpd"]
         parts.append(f"bound bits/dim {b['bound_bpd']:.4f} +- {b['bound_bpd_std_err']:.2g}")
+    if "concat" in results:
+        c = results["concat"]
+        parts.append(f"{c['kind']}: " + ", ".join(f"{name} {value:.4g}" if name != "completed" else
+                                                  f"completed FD {value['fd']:.5g}" for name, value in c.items()
+                                                  if name != "kind"))
     return "; ".join(parts)
 
 

@@ -23,7 +23,8 @@ SDEdit, each input noised to time strength T by the forward marginal, then denoi
 sde_lib.Restarted), strength, labels ('' = every class for generate, unconditional for the other tasks;
 'null' = unconditional; or '3,5'), guidance ('none' | 'cfg' | 'classifier'), guidance_weight, num_samples (per
 class or input), input (an image file) or input_indices (indices into the test split), mask ('half' | 'center'
-| 'bottom' | an image file, white = known), checkpoint.
+| 'bottom' | an image file, white = known), outpaint ('size,top,left': inpaint outside the input, resized to
+size x size and placed at (top, left) on the image_size canvas, in place of mask), checkpoint.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from absl import logging
 import datasets
 import models
 import sde_lib
+from data_sources import conditions
 from data_sources.local import decode_image
 from data_sources.preprocess import ImageFormat
 from evaluation import classifier, features
@@ -102,7 +104,38 @@ def load_mask(spec: str, size: int) -> np.ndarray:
     if mask.shape != (size, size):
         raise ConfigError(f"The mask image {spec} is {mask.shape[1]}x{mask.shape[0]}; it must be {size}x{size} "
                           f"(config.data.image_size), white where the pixel is known.")
-    return (mask >= 128).astype(np.float32)
+    known = (mask >= 128).astype(np.float32)
+    if known.min() == known.max():
+        raise ConfigError(f"The mask image {spec} is {'white' if known.min() else 'black'} everywhere: "
+                          f"{'nothing is left to fill' if known.min() else 'no pixel is known'}; white = known, "
+                          f"black = fill.")
+    return known
+
+
+def outpaint_geometry(spec: str, canvas: int) -> tuple[int, int, int]:
+    """(size, top, left) of config.sampling.outpaint 'size,top,left': the input, resized to size x size, at row
+    `top`, column `left` of the canvas (config.data.image_size a side); ConfigError in one line unless it lies
+    inside the canvas and leaves something to fill."""
+    try:
+        size, top, left = (int(v) for v in spec.split(","))
+    except ValueError:
+        raise ConfigError(f"config.sampling.outpaint={spec!r} must be 'size,top,left', three integers: the input "
+                          f"resized to size x size at that offset on the {canvas}x{canvas} canvas.") from None
+    if size < 1 or top < 0 or left < 0 or top + size > canvas or left + size > canvas:
+        raise ConfigError(f"config.sampling.outpaint={spec!r}: a {size}x{size} input at row {top}, column {left} "
+                          f"must lie inside the {canvas}x{canvas} canvas (config.data.image_size).")
+    if size == canvas:
+        raise ConfigError(f"config.sampling.outpaint={spec!r} covers the whole {canvas}x{canvas} canvas, so nothing "
+                          f"is left to fill; give a smaller size.")
+    return size, top, left
+
+
+def outpaint_inputs(config, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(canvases uint8 (K, S, S, C), known (S, S)): the inputs resized and placed as config.sampling.outpaint says
+    (data_sources.conditions.place); the region to fill is everything outside them."""
+    d = config.data
+    size, top, left = outpaint_geometry(config.sampling.outpaint, d.image_size)
+    return conditions.place(ImageFormat(size, d.num_channels).apply(inputs), d.image_size, top, left)
 
 
 def load_inputs(config) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +175,9 @@ def validate(config) -> None:
     if s.guidance == "none" and s.guidance_weight != 0:
         raise ConfigError(f"config.sampling.guidance_weight={s.guidance_weight} has no effect with guidance 'none'; "
                           f"set config.sampling.guidance to 'cfg' or 'classifier'.")
+    if s.outpaint and s.task != "inpaint":
+        raise ConfigError(f"config.sampling.outpaint is inpainting outside the input: it needs task 'inpaint', not "
+                          f"{s.task!r}.")
 
 
 def make_guide(config, classes, num_classes: int, log_prob_fn=None):
@@ -215,7 +251,11 @@ def sample(config, workdir: str, eval_folder: str) -> str:
     else:
         inputs, input_index = load_inputs(config)
         row_classes = _row_labels(classes, len(inputs), s.task)
-        mask = load_mask(s.mask, d.image_size) if s.task == "inpaint" else None
+        mask = None
+        if s.task == "inpaint" and s.outpaint:
+            inputs, mask = outpaint_inputs(config, inputs)
+        elif s.task == "inpaint":
+            mask = load_mask(s.mask, d.image_size)
         observe = (functools.partial(inverse.inpainting, mask=mask) if s.task == "inpaint" else
                    (lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels))
                    if s.task == "colorize" else None)

@@ -36,6 +36,7 @@ from absl import logging
 import datasets
 from evaluation.classifier import classifier_dir, load_domain_classifier
 from evaluation.lpips import load_lpips
+from evaluation.metrics import image_psnr
 from losses import autoencoder as L
 from models.convert import ConversionError
 from models.discriminator import NORMS, NLayerDiscriminator
@@ -87,9 +88,8 @@ def perceptual_distance(config, workdir: str):
 
 
 def psnr(x, x_hat) -> jax.Array:
-    """mean_b 10 log10(1 / mean_{h,w,c} (x - x_hat)^2), images in [0, 1] (a perfect reconstruction counts 100 dB)."""
-    mse = jnp.mean((x - x_hat) ** 2, axis=(1, 2, 3))
-    return jnp.mean(jnp.where(mse > 0, -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)), 100.0))
+    """mean_b PSNR_b of images in [0, 1] (evaluation.metrics.image_psnr)."""
+    return jnp.mean(image_psnr(x, x_hat))
 
 
 class AutoencoderTask:

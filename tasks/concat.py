@@ -7,9 +7,11 @@ denoiser beside x_t on the channel axis (models.layers.concat_input),
 (data_sources.conditions.compute_concat: config.concat.kind 'lowres' | 'inpaint' | 'foreground'), R the area
 mean down to the denoiser's resolution (the identity in pixel space; a latent model's h x w otherwise). In
 training a fraction config.concat.dropout of the conditions is replaced by the null image 0, so that one network
-also learns s(x_t, t | null) and classifier-free guidance applies to c:
+also learns s(x_t, t | null) and classifier-free guidance applies to c. With class labels or prompts y as well
+(config.model.num_classes, config.text.conditional) each is dropped independently (training.label_dropout,
+concat.dropout), so the network learns every pairing with the nulls, and guidance drops both:
 
-    s_w(x_t, t | c) = (1 + w) s(x_t, t | c) - w s(x_t, t | null).
+    s_w(x_t, t | y, c) = (1 + w) s(x_t, t | y, c) - w s(x_t, t | null, null).
 
 Snapshots and --mode sample show each condition beside its samples and the image it was made from.
 """
@@ -40,9 +42,6 @@ def validate(config) -> None:
         raise ConfigError(f"config.concat.upsample={c.upsample!r} must be one of {list(conditions.UPSAMPLING)}.")
     if not 0.0 <= c.dropout < 1.0:
         raise ConfigError(f"config.concat.dropout={c.dropout} must lie in [0, 1): the rate of null conditions.")
-    if config.model.num_classes > 0 or config.text.conditional:
-        raise ConfigError("config.concat with class labels or prompts is not wired yet (guidance would have to drop "
-                          "both); set config.model.num_classes=0 and config.text.conditional=False.")
 
 
 def channels(config) -> int:
@@ -87,6 +86,13 @@ def check_condition(config, condition) -> None:
                           f"on {size}x{size} data takes (N, {size}, {size}, {want}).")
 
 
+def complete(condition, samples):
+    """An inpaint condition's completed images x (1 - m) + m s: the known pixels of x, the samples s in the region
+    m to fill."""
+    c = np.asarray(condition, np.float32)
+    return c[..., :-1] + c[..., -1:] * np.asarray(samples, np.float32)
+
+
 def shown(config, condition: np.ndarray) -> np.ndarray:
     """Conditions as images of the data's channels: the low-resolution copy; the masked image with its unknown
     pixels mid-gray; the foreground map in every channel."""
@@ -96,11 +102,3 @@ def shown(config, condition: np.ndarray) -> np.ndarray:
         m = c[..., -1:]
         return c[..., :-1] * (1 - m) + 0.5 * m
     return np.broadcast_to(c, c.shape[:-1] + (channels_out,)) if c.shape[-1] == 1 else c
-
-
-def rows(config, condition, samples, reference=None, num_samples: int = 1) -> np.ndarray:
-    """Grid images, one row per condition: condition | its num_samples samples | reference (when given)."""
-    samples = np.asarray(samples).reshape(len(condition), num_samples, *np.shape(samples)[1:])
-    parts = [shown(config, condition)[:, None], samples] + ([] if reference is None else
-                                                            [np.asarray(reference, np.float32)[:, None]])
-    return np.concatenate(parts, axis=1).reshape(-1, *samples.shape[2:])

@@ -48,7 +48,7 @@ from training.loop import Schedule
 from training.progress import EvaluationProgress
 from training.state import TrainState, apply_gradients, create_train_state, get_optimizer, learning_rate_schedule
 from training.validation import ConfigError, validate_train_config
-from training.writers import save_image_grid
+from training.writers import condition_rows, save_image_grid
 
 
 def get_step_fn(sde, model, *, train: bool, optimizer: optax.GradientTransformation | None = None,
@@ -313,11 +313,16 @@ class ScoreTask:
             logging.info("Step %d: samples written to %s", step, path)
 
     def _concat_snapshot(self, rng, state: TrainState, step: int) -> None:
-        """Samples of the test images' conditions; grid rows condition | sample | reference."""
-        images = parallel.gather(self._sample_fn(rng, state.ema_variables,
-                                                 concat=concat.to_denoiser(self._condition, self.net_config)))
+        """Samples of the test images' conditions (a text model's with their captions, a class-conditional one's
+        with classes i mod num_classes); grid rows condition | sample | reference."""
+        given = {"concat": concat.to_denoiser(self._condition, self.net_config)}
+        if self.prompt is None:
+            images = parallel.gather(self._sample_fn(rng, state.ema_variables, **given))
+        else:
+            images = parallel.gather(self._sample_fn(rng, self.prompt.variables(state.ema_variables, self.frozen),
+                                                     jnp.asarray(self.tokenizer(self._prompts)), **given))
         if jax.process_index() == 0:
-            grid = concat.rows(self.config, self._condition, images, self._reference)
+            grid = condition_rows(concat.shown(self.config, self._condition), images, self._reference)
             path = write_samples(images, self.workdir, step, nrow=12, grid=grid, condition=self._condition,
                                  reference=self._reference)
             logging.info("Step %d: conditions, samples and references written to %s", step, path)

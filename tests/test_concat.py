@@ -188,11 +188,51 @@ def test_cfg_on_the_condition_closed_form_and_weight_zero_sampling():
     np.testing.assert_allclose(guided, plain, atol=1e-5)
 
 
+def test_class_labels_with_the_condition_step_sampling_and_cfg_dropping_both():
+    """A class-conditional concat model: the step trains on (labels, c) with each dropped independently; the
+    network reads both; cfg is (1 + w) s(x | y, c) - w s(x | null, null), and changes the samples."""
+    config = concat_config("lowres")
+    config.model.num_classes, config.training.label_dropout = 10, 0.5
+    sde, model = sde_lib.from_config(config), models.get_model(config)
+    state = init_state(config, model, get_optimizer(config.optim))
+    images = digits(4)
+    batch = {"image": jnp.asarray(images), "label": jnp.array([1, 2, 3, 4]),
+             "condition": jnp.asarray(conditions.lowres(images, 2))}
+    step = jax.jit(get_step_fn(sde, model, train=True, optimizer=get_optimizer(config.optim), continuous=False,
+                               num_classes=10, label_dropout=0.5, concat_dropout=0.5,
+                               conditions=concat.network_inputs(config)))
+    new, loss = step(state, batch)
+    assert np.isfinite(float(loss)) and int(new.step) == 1
+
+    leaves, tree = jax.tree.flatten(state.ema_variables)  # fresh output convs are zero: perturb every weight
+    keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    variables = jax.tree.unflatten(tree, [v + 0.1 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys)])
+    c, y = batch["condition"], batch["label"]
+    x, t = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1)), jnp.full((4,), 0.5)
+
+    def score_for(yc):
+        return models.get_score_fn(sde, model, variables, continuous=False, labels=yc[0], concat=yc[1])
+
+    s_yc, s_null = score_for((y, c))(x, t), score_for((jnp.full(4, 10), 0 * c))(x, t)
+    assert np.abs(s_yc - score_for((jnp.full(4, 10), c))(x, t)).max() > 1e-2  # the label is read
+    assert np.abs(s_yc - score_for((y, 0 * c))(x, t)).max() > 1e-2  # and the condition
+    config.sampling.guidance, config.sampling.guidance_weight = "cfg", 2.0
+    guided = concat_sample.make_guide(config, 10)(score_for, (y, c))(x, t)
+    np.testing.assert_allclose(guided, 3.0 * s_yc - 2.0 * s_null, atol=1e-4)
+
+    mesh, rng = parallel.make_mesh(), jax.random.PRNGKey(7)
+    plain = make_sample_fn(config, sde, model, 4, mesh)(rng, variables, y, concat=c)
+    cfg = make_sample_fn(config, sde, model, 4, mesh, guide=concat_sample.make_guide(config, 10))(
+        rng, variables, y, concat=c)
+    assert plain.shape == (4, 8, 8, 1) and np.abs(np.asarray(cfg) - np.asarray(plain)).max() > 1e-2
+
+
 # (5) a short train + sample through ScoreTask and --mode sample
 
-@pytest.mark.parametrize("kind", ["inpaint"])
-def test_train_snapshot_and_sample_mode(kind, tmp_path):
+@pytest.mark.parametrize("kind,num_classes", [("inpaint", 0), ("lowres", 10)])
+def test_train_snapshot_and_sample_mode(kind, num_classes, tmp_path):
     config = concat_config(kind)
+    config.model.num_classes, config.training.label_dropout = num_classes, 0.2
     config.training.n_iters = 4
     config.training.snapshot_sampling = True
     config.training.snapshot_num_samples = 4
@@ -200,20 +240,120 @@ def test_train_snapshot_and_sample_mode(kind, tmp_path):
     workdir = str(tmp_path)
     loop.train(ScoreTask(config, workdir))
     with np.load(os.path.join(workdir, "samples", "step_00000004.npz")) as f:
-        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (4, 8, 8, 2)
+        channels = conditions.concat_channels(kind, 1)
+        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (4, 8, 8, channels)
         assert f["reference"].shape == (4, 8, 8, 1)
     assert os.path.isfile(os.path.join(workdir, "samples", "step_00000004.png"))
     config.sampling.input_indices, config.sampling.num_samples = "0,3", 2
     config.sampling.guidance, config.sampling.guidance_weight = "cfg", 1.0
+    config.sampling.labels = "3,5" if num_classes else ""
     path = sample(config, workdir, "eval")
-    assert path.endswith("concat_inpaint_step4_pc_cfg_w1.npz")
+    assert path.endswith(f"concat_{kind}_step4_pc_cfg_w1.npz")
+    rows = 2 * (2 if num_classes else 1)  # every input with every class
     with np.load(path) as f:
-        assert f["image"].shape == (4, 8, 8, 1) and f["condition"].shape == (2, 8, 8, 2)
-        assert f["input_index"].tolist() == [0, 3]
+        assert f["image"].shape == (2 * rows, 8, 8, 1) and f["condition"].shape == (2, 8, 8, channels)
+        assert f["input_index"].tolist() == [0, 3] and f["row_condition"].tolist() == sorted([0, 1] * (rows // 2))
+        assert f["label"].tolist() == ([3, 3, 5, 5] * 2 if num_classes else [-1] * 4)
     assert os.path.isfile(path[:-4] + ".png")
+    if kind != "inpaint":
+        config.sampling.outpaint = "4,2,2"
+        with pytest.raises(ConfigError, match="outpaint needs an inpainting model"):
+            sample(config, workdir, "eval")
+        return
+    # outpainting: the input, resized to 4x4, at (2, 2) of the canvas; the region to fill is all around it
+    config.sampling.outpaint, config.sampling.guidance, config.sampling.guidance_weight = "4,2,2", "none", 0.0
+    with np.load(sample(config, workdir, "eval")) as f:
+        m, known_pixels = f["condition"][0, ..., -1] / 255, np.repeat(f["condition"][..., 0], 2, axis=0)
+        assert f["image"].shape == (4, 8, 8, 1) and f["completed"].shape == (4, 8, 8, 1)
+        np.testing.assert_array_equal(m[2:6, 2:6], 0)
+        assert m.sum() == 64 - 16 and np.all(f["condition"][..., -1] == f["condition"][:1, ..., -1])
+        # zero error on the known pixels; the samples elsewhere
+        np.testing.assert_array_equal(f["completed"][:, 2:6, 2:6, 0], known_pixels[:, 2:6, 2:6])
+        np.testing.assert_array_equal(f["completed"][:, m > 0], f["image"][:, m > 0])
 
 
-# (6) bad input, one line each
+def test_prompts_with_the_condition_train_and_sample(tmp_path):
+    """A text-conditioned U-Net with a lowres condition: the snapshot samples test captions with their
+    conditions; --mode sample takes prompts and the condition, guided against the empty prompt and null image."""
+    from test_text_score import tiny_config as text_config
+
+    config = text_config(n_iters=2)
+    config.concat.kind, config.concat.factor, config.concat.dropout = "lowres", 2, 0.2
+    workdir = str(tmp_path)
+    loop.train(ScoreTask(config, workdir))
+    with np.load(os.path.join(workdir, "samples", "step_00000002.npz")) as f:
+        assert f["image"].shape == (2, 8, 8, 1) and f["condition"].shape == (2, 8, 8, 1)
+    s = config.sampling
+    s.input_indices, s.num_samples, s.prompt = "1", 1, "a 3 left of a 7|a 7 left of a 3"
+    out = {}
+    for w in (0.0, 4.0):
+        s.guidance, s.guidance_weight = ("cfg", w) if w else ("none", 0.0)
+        with np.load(sample(config, workdir, "eval")) as f:
+            assert f["image"].shape == (2, 8, 8, 1) and list(f["prompt"]) == s.prompt.split("|")
+            out[w] = f["image"].astype(int)
+    assert np.abs(out[4.0] - out[0.0]).max() > 2
+
+
+# (6) --mode eval: samples of the test conditions, FD and the task's figures, in resumable rounds
+
+def test_task_figures_closed_forms():
+    from modes.concat_eval import bicubic, task_figures
+
+    truth = digits(3)
+    config = concat_config("lowres")
+    flat = np.full((1, 8, 8, 1), 0.3, np.float32)
+    np.testing.assert_allclose(bicubic(flat, 2), flat, atol=1e-6)  # a constant image is its own upsampling
+    figures = task_figures(config, truth, truth, conditions.lowres(truth, 2))
+    np.testing.assert_array_equal(figures["psnr"], 100.0)
+    assert np.all((figures["bicubic_psnr"] > 5) & (figures["bicubic_psnr"] < 100))
+    config = concat_config("inpaint")
+    c = conditions.compute_concat("inpaint", truth, np.arange(3), seed=0)
+    m = c[..., -1:]
+    wrong_inside = truth * (1 - m) + (1 - truth) * m  # right on the known pixels, wrong on the rest
+    np.testing.assert_array_equal(task_figures(config, wrong_inside, truth, c)["known_error"], 0.0)
+    shifted = np.clip(truth + 0.1, 0, 1)
+    np.testing.assert_allclose(task_figures(config, shifted, truth, c)["known_error"],
+                               np.sum((1 - m) * (shifted - truth), axis=(1, 2, 3)) / np.sum(1 - m, axis=(1, 2, 3)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(concat.complete(c, wrong_inside), wrong_inside, atol=1e-6)
+    config = concat_config("foreground")
+    np.testing.assert_array_equal(task_figures(config, truth, truth, conditions.threshold_mask(truth))
+                                  ["foreground_agreement"], 1.0)
+
+
+@pytest.mark.parametrize("kind", ["lowres", "inpaint"])
+def test_eval_mode_reports_fd_and_task_figures_and_resumes(kind, tmp_path):
+    from modes.evaluate import evaluate
+    from modes.train import train_classifier
+
+    config = concat_config(kind)
+    t = config.training
+    t.n_iters, t.snapshot_freq, t.eval_freq = 4, 4, 0
+    config.classifier.nf, config.classifier.n_iters, config.classifier.batch_size = 4, 4, 16
+    e = config.eval
+    e.batch_size, e.num_samples, e.enable_sampling, e.enable_loss, e.kid_subsets, e.kid_subset_size = \
+        8, 12, True, True, 2, 4
+    workdir = str(tmp_path)
+    loop.train(ScoreTask(config, workdir))
+    train_classifier(config, workdir)
+    first = evaluate(config, workdir, "eval")[0]
+    figures = first["concat"]
+    assert np.isfinite(first["eval_loss"]) and first["samples"]["num_images"] == 12
+    if kind == "lowres":
+        assert 0 < figures["psnr"] < 100 and 5 < figures["bicubic_psnr"] < 100
+    else:
+        assert 0 < figures["known_error"] < 1 and figures["completed"]["num_images"] == 12
+        assert figures["completed"]["fd"] != first["samples"]["fd"]
+    rounds = sorted(os.listdir(os.path.join(workdir, "eval", "ckpt_1")))
+    assert rounds == ["concat_samples_00000.npz", "concat_samples_00001.npz"]
+    stamps = [os.path.getmtime(os.path.join(workdir, "eval", "ckpt_1", r)) for r in rounds]
+    os.remove(os.path.join(workdir, "eval", "ckpt_1", rounds[1]))  # as if killed in round 1
+    again = evaluate(config, workdir, "eval")[0]
+    assert os.path.getmtime(os.path.join(workdir, "eval", "ckpt_1", rounds[0])) == stamps[0]  # reused
+    assert again["concat"] == figures and again["samples"] == first["samples"]
+
+
+# (7) bad input, one line each
 
 @pytest.mark.parametrize("fields,message", [
     (dict(kind="superres"), "config.concat.kind='superres' must be '' (off) or one of"),
@@ -242,8 +382,12 @@ def test_bad_conditions_and_sampling_requests_are_one_line():
     config.sampling.guidance, config.sampling.task = "none", "inpaint"
     with pytest.raises(ConfigError, match="samples from its condition"):
         concat_sample.validate(config)
-    config.sampling.task, config.model.num_classes = "generate", 10
-    with pytest.raises(ConfigError, match="with class labels or prompts is not wired yet"):
+    config.eval.enable_bpd = True
+    with pytest.raises(ConfigError, match="bits/dim .* are not wired for it"):
+        from modes.evaluate import evaluate
+        evaluate(config, "unused", "eval")
+    config.sampling.task, config.sampling.negative_prompt = "generate", "a 1"
+    with pytest.raises(ConfigError, match="negative_prompt act only with guidance 'cfg'"):
         concat_sample.validate(config)
 
 

@@ -116,6 +116,50 @@ def test_inpainting_an_image_file_with_a_mask_file(workdir, tmp_path):
         np.testing.assert_array_equal(f["image"][:, :, 2:6], np.repeat(f["input"], 2, axis=0)[:, :, 2:6])
 
 
+def test_outpainting_keeps_the_input_and_fills_the_canvas_around_it(workdir):
+    """The test image, resized to 4x4, at row 2, column 3 of the 8x8 canvas: its pixels are kept exactly (the
+    PC sampler's constraint), everything around them is sampled."""
+    from data_sources.preprocess import ImageFormat
+    from datasets import load_split
+
+    config = conditional_config(task="inpaint", input_indices="0", outpaint="4,2,3", num_samples=2, labels="4")
+    with np.load(sample(config, str(workdir), "eval")) as f:
+        images, canvas, known = f["image"], f["input"], f["mask"]
+    assert images.shape == (2, 8, 8, 1) and canvas.shape == (1, 8, 8, 1)
+    expected = np.zeros((8, 8), np.float32)
+    expected[2:6, 3:7] = 1
+    np.testing.assert_array_equal(known, expected)
+    test = load_split(config, "test", host_index=0, host_count=1).source.read(np.array([0]))[0]
+    np.testing.assert_array_equal(canvas[0, 2:6, 3:7], ImageFormat(4, 1).apply(test)[0])
+    np.testing.assert_array_equal(images[:, 2:6, 3:7], np.repeat(canvas, 2, axis=0)[:, 2:6, 3:7])  # zero error
+    assert np.all(canvas[0][known == 0] == 0) and np.any(images[:, known == 0] != 0)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("4,2", "must be 'size,top,left', three integers"),
+    ("4,5,0", "a 4x4 input at row 5, column 0 must lie inside the 8x8 canvas"),
+    ("4,-1,0", "must lie inside the 8x8 canvas"),
+    ("0,0,0", "a 0x0 input"),
+    ("8,0,0", "covers the whole 8x8 canvas, so nothing is left to fill"),
+])
+def test_bad_outpainting_geometry_is_one_line(workdir, spec, message):
+    config = conditional_config(task="inpaint", input_indices="0", outpaint=spec)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        sample(config, str(workdir), "eval")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="needs task 'inpaint', not 'generate'"):
+        sample(conditional_config(outpaint="4,2,2"), str(workdir), "eval")
+
+
+@pytest.mark.parametrize("value,message", [(255, "white everywhere: nothing is left to fill"),
+                                           (0, "black everywhere: no pixel is known")])
+def test_a_mask_that_covers_nothing_or_everything_is_one_line(workdir, tmp_path, value, message):
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(tmp_path / "mask.png")
+    config = conditional_config(task="inpaint", input_indices="0", mask=str(tmp_path / "mask.png"))
+    with pytest.raises(ConfigError, match=message):
+        sample(config, str(workdir), "eval")
+
+
 def test_img2img_writes_a_row_per_input(workdir):
     """SDEdit through --mode sample: each input's samples in its row of the npz and the grid, the strength
     recorded; the closed-form behaviour is tests/test_img2img.py's."""

@@ -18,11 +18,13 @@ import sde_lib
 from configs.sd import pipeline as pipeline_config
 from models import stable_diffusion
 from models.convert import ConversionError
-from modes.sd_sample import sample_pipeline
+from training.validation import ConfigError
+from modes.sd_sample import latent_mask, masked_latents, sample_pipeline
 from samplers import get_sampler
 from samplers.ddim import chain_grid as ddimchain_grid
 from samplers.ddim import chain_steps, ddim_update
 from tests.reference_fixtures import fixture_path, load_io, nchw_to_nhwc, relative_error
+from tests.test_sd_unet import inpainting_unet
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEDULER = {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085,
@@ -43,12 +45,13 @@ def write_tokenizer(folder):
         f.write("#version: 0.2\nr e\nre d</w>\n")
 
 
-def make_pipeline(root, scheduler=SCHEDULER, skip=()):
-    """A diffusers-layout pipeline folder: the fixtures' unet, vae, text_encoder linked in."""
+def make_pipeline(root, scheduler=SCHEDULER, skip=(), unet=None):
+    """A diffusers-layout pipeline folder: the fixtures' unet (or the folder `unet`), vae, text_encoder linked in."""
     os.makedirs(root)
     for part in ("unet", "vae", "text_encoder"):
         if part not in skip:
-            os.symlink(fixture_path("stable_diffusion", part), os.path.join(root, part))
+            source = unet if part == "unet" and unet else fixture_path("stable_diffusion", part)
+            os.symlink(source, os.path.join(root, part))
     write_tokenizer(os.path.join(root, "tokenizer"))
     os.makedirs(os.path.join(root, "scheduler"))
     with open(os.path.join(root, "scheduler", "scheduler_config.json"), "w") as f:
@@ -105,6 +108,78 @@ def test_controlnet_pipeline_samples_end_to_end(folder, tmp_path):
     images = np.load(path)["image"]
     assert images.shape == (2, 16, 16, 3) and os.path.isfile(path.replace(".npz", ".png"))
     assert np.any(images[0] != images[1])  # two draws from the prior
+
+
+def inpaint_files(tmp_path, mask_box=(slice(4, 12), slice(0, 8))):
+    """A 16 x 16 image and a mask, white (fill) on mask_box, in the new folder tmp_path."""
+    tmp_path.mkdir()
+    image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[mask_box] = 255
+    Image.fromarray(image).save(tmp_path / "image.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    return str(tmp_path / "image.png"), str(tmp_path / "mask.png")
+
+
+def inpaint_config(path, image="", mask=""):
+    config = pipeline_config.get_config()
+    sd = config.sd
+    sd.path, sd.image, sd.mask_image = path, image, mask
+    sd.prompt, sd.num_steps, sd.num_samples = "a red cat", 2, 2
+    return config
+
+
+def test_inpainting_pipeline_concatenates_mask_and_masked_latents(folder, tmp_path):
+    """SD's inpainting layout made from the unet fixture with zero weights on its 5 extra channels samples exactly
+    what the text-to-image pipeline does (cfg on, same seed); with weights on them the samples change. The extra
+    channels are [m_z, s E(x (1 - m))]: the mask binarised and taken at each latent pixel, the masked image's
+    latent mean."""
+    image, mask = inpaint_files(tmp_path / "files")
+    zero = make_pipeline(tmp_path / "zero", unet=inpainting_unet(tmp_path / "unet0"))
+    perturbed = make_pipeline(tmp_path / "perturbed", unet=inpainting_unet(tmp_path / "unet1", extra=0.3))
+    plain = np.load(sample_pipeline(inpaint_config(folder), str(tmp_path / "w0"), "s"))["image"]
+    ours = np.load(sample_pipeline(inpaint_config(zero, image, mask), str(tmp_path / "w1"), "s"))["image"]
+    moved = np.load(sample_pipeline(inpaint_config(perturbed, image, mask), str(tmp_path / "w2"), "s"))["image"]
+    assert ours.shape == (2, 16, 16, 3)
+    np.testing.assert_array_equal(ours, plain)
+    assert np.abs(moved.astype(int) - plain).max() > 2
+
+    pipe = stable_diffusion.read_pipeline(zero)
+    assert pipe.inpainting and pipe.vae_factor == 2
+    pixels = np.asarray(Image.open(image))[None] / np.float32(255)
+    m = np.asarray(Image.open(mask))[None, ..., None] / np.float32(255)
+    given = np.asarray(masked_latents(pipe, pixels, m))
+    expected_mask = np.zeros((1, 8, 8, 1), np.float32)
+    expected_mask[:, 2:6, 0:4] = 1
+    np.testing.assert_array_equal(given[..., :1], expected_mask)
+    np.testing.assert_array_equal(latent_mask(np.full((1, 4, 4, 1), 0.4), 2), np.zeros((1, 2, 2, 1)))
+    from models.autoencoder import AutoencoderKL
+    mean, _ = pipe.vae.apply({"params": pipe.vae_params}, (2 * pixels - 1) * (1 - m), method=AutoencoderKL.encode)
+    np.testing.assert_allclose(given[..., 1:], pipe.scaling_factor * np.asarray(mean), rtol=1e-6)
+
+
+def test_inpainting_inputs_are_refused_in_one_line(folder, tmp_path):
+    image, mask = inpaint_files(tmp_path / "a")
+    inpainting = make_pipeline(tmp_path / "inpaint", unet=inpainting_unet(tmp_path / "unet"))
+    _, nothing = inpaint_files(tmp_path / "b", (slice(0, 0), slice(0, 0)))
+    _, everything = inpaint_files(tmp_path / "c", (slice(None), slice(None)))
+    cases = [(inpaint_config(folder, image, mask), "the U-Net takes 4 input channels, not an inpainting U-Net's 9"),
+             (inpaint_config(inpainting), "give config.sd.image and config.sd.mask_image"),
+             (inpaint_config(inpainting, image, nothing), "marks no pixel to fill"),
+             (inpaint_config(inpainting, image, everything), "marks every pixel to fill")]
+    for config, message in cases:
+        with pytest.raises(ConfigError, match=message) as err:
+            sample_pipeline(config, str(tmp_path / "w"), "s")
+        assert "\n" not in str(err.value)
+    pipe = stable_diffusion.read_pipeline(inpainting)
+    with pytest.raises(ValueError, match=r"takes 9 input channels; it was given 4 \(4 latent \+ 0 concat\)"):
+        jax.eval_shape(lambda: pipe.model.apply(pipe.variables, jnp.zeros((1, 8, 8, 4)), 0,
+                                                context=jnp.zeros((1, 77, 32))))
+    seven = make_pipeline(tmp_path / "seven", unet=inpainting_unet(tmp_path / "unet7", channels=7))
+    message = "the U-Net takes 7 input channels.* need 4 in \\(9 for inpainting"
+    with pytest.raises(ConversionError, match=message) as err:
+        stable_diffusion.read_pipeline(seven)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -52,6 +52,43 @@ def test_loader_errors(tmp_path):
         unet2d_condition.from_diffusers(str(folder))
 
 
+def inpainting_unet(folder, extra: float = 0.0, seed: int = 0, channels: int = 9) -> str:
+    """SD's inpainting layout made from the unet fixture: in_channels 4 + 1 + 4 = 9 (or `channels`), conv_in's
+    first 4 input channels the fixture's and the others extra * N(0, 1) (0: the fixture's function, whatever
+    they take).
+    (A wrong channel count is refused in one line by the pipeline: tests/test_sd_pipeline.py.)"""
+    from safetensors.numpy import load_file, save_file
+
+    src = fixture_path("stable_diffusion", "unet")
+    os.makedirs(folder)
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    json.dump({**cfg, "in_channels": channels}, open(os.path.join(folder, "config.json"), "w"))
+    tensors = load_file(os.path.join(src, "diffusion_pytorch_model.safetensors"))
+    w = tensors["conv_in.weight"]  # torch layout (out, in, kh, kw)
+    shape = (w.shape[0], channels - w.shape[1]) + w.shape[2:]
+    noise = extra * np.random.default_rng(seed).standard_normal(shape).astype(w.dtype)
+    tensors["conv_in.weight"] = np.concatenate([w, noise], axis=1)
+    save_file(tensors, os.path.join(folder, "diffusion_pytorch_model.safetensors"))
+    return str(folder)
+
+
+def test_inpainting_layout_loads_and_reads_its_concat_channels(tmp_path):
+    """With zero weights on the extra channels the 9-channel U-Net is the fixture's function (diffusers' output for
+    any mask and masked latents); with other weights they change it."""
+    io = load_io("stable_diffusion", "unet", "io.npz")
+    x, t, context = nchw_to_nhwc(io["sample"]), io["timesteps"], io["encoder_hidden_states"]
+    concat = np.random.default_rng(1).standard_normal(x.shape[:3] + (5,)).astype(np.float32)
+
+    def out(folder):
+        model, params = unet2d_condition.from_diffusers(folder)
+        assert model.spec.in_channels == 9 and params["conv_in"]["kernel"].shape[2] == 9
+        return np.asarray(jax.jit(model.apply)({"params": params}, x, t, context, concat=concat))
+
+    zero = out(inpainting_unet(tmp_path / "zero"))
+    assert relative_error(zero, nchw_to_nhwc(io["out"])) < 1e-4
+    assert relative_error(out(inpainting_unet(tmp_path / "perturbed", extra=0.1)), zero) > 1e-2
+
+
 def small_config():
     config = ml_collections.ConfigDict()
     config.data = ml_collections.ConfigDict(dict(image_size=8, num_channels=4))

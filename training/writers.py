@@ -26,6 +26,16 @@ def image_grid(images: np.ndarray, padding: int = 2, nrow: int | None = None) ->
     return grid
 
 
+def condition_rows(shown: np.ndarray, samples: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Grid images of R rows, each: shown[r] (the condition as an image) | its samples | reference[r] (when
+    given); samples (R n, H, W, C), row r's n = len(samples) / R consecutive."""
+    samples = np.asarray(samples, np.float32)
+    samples = samples.reshape(len(shown), -1, *samples.shape[1:])
+    parts = [np.asarray(shown, np.float32)[:, None], samples]
+    parts += [] if reference is None else [np.asarray(reference, np.float32)[:, None]]
+    return np.concatenate(parts, axis=1).reshape(-1, *samples.shape[2:])
+
+
 def save_image_grid(images: np.ndarray, path: str, nrow: int | None = None) -> None:
     """Write images (N, H, W, C) in [0, 1] as one PNG grid."""
     from PIL import Image

@@ -17,6 +17,8 @@ def get_config():
     sd.controlnet = ""  # a diffusers ControlNetModel folder ("" = the pipeline's controlnet/ if it has one, else none)
     sd.control_image = ""  # the ControlNet's condition image (e.g. Canny edges), resized to the latent size x 8
     sd.conditioning_scale = 1.0  # ControlNet residual scale
+    sd.image = ""  # an inpainting U-Net's image to complete (resized to the latent size x 8)
+    sd.mask_image = ""  # ... and its mask: white = the region to fill, black = keep (diffusers' convention)
     sd.prompt = ""
     sd.negative_prompt = ""  # the unconditional branch of classifier-free guidance ("" as in diffusers)
     sd.guidance_scale = 7.5  # diffusers' g: eps_neg + g (eps - eps_neg); 1 = no guidance
