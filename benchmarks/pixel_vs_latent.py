@@ -27,8 +27,9 @@ actually took, `train s`, is measured separately as the sum of its log windows i
 
     train s = sum_w (step_w - step_{w-1}) / steps_per_sec_w,
 
-and is what the table compares; the latent side's `total s` adds the autoencoder's `AE s` (measured the same
-way; the export's pass over the training split for s is not in it), so the table answers both 'equal
+and is what the table compares (on a machine shared with other jobs the probe and the loop may see different
+loads; train s is the honest figure); the latent side's `total s` adds the autoencoder's `AE s` (measured the
+same way; the export's pass over the training split for s is not in it), so the table answers both 'equal
 score-model time' (train s) and 'equal total time' (total s).
 
 Columns per side:
@@ -45,10 +46,18 @@ Floors, with as many images as samples (FD is biased upwards at small N): the da
 the autoencoder's FD(D(E(test[:N])), train), the best a pixel and a latent model can reach; and the data floor
 over the whole 10k test split.
 
-Measured: not yet measured. The full run is
+Measured: not yet measured. The full run reuses benchmarks/autoencoder_quality.py's KL autoencoder (600 steps;
+466 s of training by its metrics.jsonl) and its 500-step domain classifier; about 65 min on 2 shared CPU cores
+(2 x 1200 s of training, then 1000 samples a side, pixel's at about 2 images/s):
 
     python -m benchmarks.pixel_vs_latent --budget_s 1200 --samples 1000 --autoencoder_dir /tmp/ae14/runs/kl \
         --classifier_dir /tmp/ae14/runs/classifier --workdir /tmp/pvl14/runs
+
+A smoke run of every stage (its figures mean nothing; about 10 min):
+
+    python -m benchmarks.pixel_vs_latent --budget_s 30 --samples 50 --eval_batch 50 --sampling_steps 10 \
+        --kid_subsets 10 --probe_steps 3 --throughput_batch 10 --throughput_iters 1 --ae_steps 10 \
+        --classifier_steps 20 --workdir /tmp/pvl14/smoke
 """
 from __future__ import annotations
 
@@ -137,7 +146,7 @@ def set_steps(config, n_iters: int) -> None:
 
 def probe(config, workdir: str, steps: int) -> dict:
     """Median ms per train step (of `steps` timed calls after a warm-up), XLA GFLOP per step, compile seconds,
-    of the loop's own train step on the side's first batches; random weights."""
+    of the loop's own train step on the side's first batch; random weights."""
     task = tasks.get_task(config, workdir)
     mesh = parallel.make_mesh()
     state = parallel.replicate(create_train_state(jax.random.PRNGKey(0), common.random_variables(task.net_config),
