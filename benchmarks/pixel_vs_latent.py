@@ -1,5 +1,6 @@
-"""Pixel-space against latent-space diffusion on Fashion-MNIST, each trained for the same wall-clock budget on the
-same machine in one run.
+"""Pixel-space against latent-space diffusion on Fashion-MNIST at the same wall-clock training budget.
+
+Both sides train on the same machine, one after the other, in one run of this script:
 
     python -m benchmarks.pixel_vs_latent [--budget_s 1200 --samples 1000 --workdir runs/pixel_vs_latent]
         [--autoencoder_dir RUN [--autoencoder_s S] | --ae_steps 600] [--classifier_dir DIR | --classifier_steps 500]
