@@ -65,5 +65,5 @@ def test_batch_size_must_split_over_the_devices():
 def test_the_shipped_configs_pass():
     import importlib
 
-    for name in ("vp.ddpm_digits", "vp.ddpm_mnist", "vp.ddpm_cifar10"):
+    for name in ("vp.ddpm_digits", "vp.ddpm_mnist", "vp.ddpm_fashion_mnist", "vp.ddpm_cifar10"):
         validate(importlib.import_module(f"configs.{name}").get_config())
