@@ -113,6 +113,9 @@ def open_base(config, mesh) -> Base:
         raise ConfigError(f"No checkpoints in config.controlnet.base_workdir={folder}; train the base there first "
                           f"(--mode train with its config).")
     _check_geometry(config, folder)
+    if config.model.patch_size != 1:
+        raise ConfigError(f"config.model.patch_size={config.model.patch_size}: a ControlNet's hint meets the base's "
+                          f"input conv at the image's resolution, so it takes bases with patch_size 1 only.")
     model = models.get_model(config)
     tokenizer, prompt, tower, text_record = (text.prompt_conditioning(config, folder) if config.text.conditional
                                              else (None, None, None, {}))

@@ -280,3 +280,29 @@ def test_published_configs_get_the_reference_group_counts():
     assert ddpm_mnist.get_config().model.norm_groups == "quarter_channels"  # trained here before the option
     with pytest.raises(ValueError, match="norm_groups='quarter_channels'"):
         output_shape(tiny_config(ddpm_digits, norm_groups="fixed_32"))  # 8 channels cannot make 32 groups
+
+
+# --- patches (config.model.patch_size) -----------------------------------------------------
+
+def test_fold_patches_places_patch_pixel_i_j_channel_c_at_i_p_plus_j_times_C_plus_c_and_unfolds_back():
+    x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    folded = layers.fold_patches(x, 2)
+    assert folded.shape == (2, 2, 3, 12)
+    for i, j, c in itertools.product(range(2), range(2), range(3)):
+        np.testing.assert_array_equal(folded[:, 1, 2, (i * 2 + j) * 3 + c], x[:, 2 + i, 4 + j, c])
+    np.testing.assert_array_equal(layers.unfold_patches(folded, 2), x)
+    with pytest.raises(ValueError, match="does not split into 4x4 patches"):
+        layers.fold_patches(x, 4)
+
+
+def test_a_patched_ddpm_is_the_plain_ddpm_on_folded_images():
+    """patch_size 2 on 8x8x3 images = the patch_size 1 network on 4x4x12 folded images, same variables."""
+    patched = tiny_config(ddpm_digits, patch_size=2, ch_mult=(1, 2), attn_resolutions=(2,))
+    plain = tiny_config(ddpm_digits, ch_mult=(1, 2), attn_resolutions=(2,))
+    plain.data.image_size, plain.data.num_channels = SIZE // 2, 12
+    variables = random_variables(plain)
+    x, t = inputs(3)
+    out = models.get_model(patched).apply(variables, x, t)
+    reference = layers.unfold_patches(models.get_model(plain).apply(variables, layers.fold_patches(x, 2), t), 2)
+    assert out.shape == x.shape
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)

@@ -50,6 +50,10 @@ def delete_field(path):
     (lambda c: setattr(c.training, "n_jitted_steps", 3),
      "config.training.log_freq=25 must be a positive multiple of config.training.n_jitted_steps=3"),
     (lambda c: setattr(c.data, "image_size", 7), "config.data.image_size=7 must be divisible by 2"),
+    (lambda c: setattr(c.model, "patch_size", 3), "config.data.image_size=8 must be divisible by 6, the "
+                                                  "downsampling of config.model.patch_size=3"),
+    (lambda c: c.model.update(name="ncsnpp", patch_size=2), "config.model.patch_size=2 must be 1, or >= 1 with the "
+                                                            "'ddpm' network"),
 ])
 def test_bad_fields_are_named(edit, message):
     with pytest.raises(ConfigError) as error:

@@ -68,7 +68,11 @@ def validate_train_config(config) -> None:
         if not ok(config[group][name]):
             raise ConfigError(f"config.{path}={config[group][name]!r} must be {requirement}.")
     d, m = config.data, config.model
-    factor = 2 ** (len(m.ch_mult) - 1)
+    if m.patch_size != 1 and (m.name != "ddpm" or m.patch_size < 1):
+        raise ConfigError(f"config.model.patch_size={m.patch_size} must be 1, or >= 1 with the 'ddpm' network "
+                          f"(config.model.name={m.name!r}).")
+    factor = m.patch_size * 2 ** (len(m.ch_mult) - 1)
     if d.image_size % factor:
         raise ConfigError(f"config.data.image_size={d.image_size} must be divisible by {factor}, the "
-                          f"downsampling of the {len(m.ch_mult)} resolutions in config.model.ch_mult.")
+                          f"downsampling of config.model.patch_size={m.patch_size} and of the {len(m.ch_mult)} "
+                          f"resolutions in config.model.ch_mult.")
