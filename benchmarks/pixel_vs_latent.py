@@ -18,7 +18,8 @@ as benchmarks/autoencoder_quality.py) in <workdir>/autoencoder.
 
 Budget. A probe compiles each side's train step exactly as the loop builds it (tasks.get_task's train_step,
 training.loop.fuse_steps, the batch on the mesh, the autoencoder frozen) and times --probe_steps calls of it on
-real batches; that side then trains for
+real batches, both sides' probes back to back before either trains (so a shared machine's load weighs on both
+alike); each side then trains for
 
     n_iters = round(budget_s / t_step),   t_step the probe's median seconds a step,
 
@@ -238,12 +239,13 @@ def main():
     latents = load_export(autoencoder_dir)
     floor = floors(base, net, train_stats, test_stats, latents, args.samples)
 
+    configs = {side: side_config(side, args, autoencoder_dir, classifier_dir) for side in SIDES}
+    speeds = {side: cached(os.path.join(args.workdir, side, "probe.json"), {"batch": config.training.batch_size},
+                           lambda: probe(config, os.path.join(args.workdir, side), args.probe_steps))
+              for side, config in configs.items()}  # both probes first, back to back, under the same load
     rows = {}
-    for side in SIDES:
-        config = side_config(side, args, autoencoder_dir, classifier_dir)
-        workdir = os.path.join(args.workdir, side)
-        speed = cached(os.path.join(workdir, "probe.json"), {"batch": config.training.batch_size},
-                       lambda: probe(config, workdir, args.probe_steps))
+    for side, config in configs.items():
+        workdir, speed = os.path.join(args.workdir, side), speeds[side]
         set_steps(config, max(1, round(1e3 * args.budget_s / speed["ms_per_step"])))
         train(config, workdir)
         [result] = evaluate(config, workdir, "eval")
