@@ -3,8 +3,8 @@
     python -m benchmarks.elbo [--steps 3000] [--num_scales 100] [--samples 1000] [--eval_examples 0]
                               [--ema_rate 0.999] [--workdir /tmp/elbo_bench]
 
-Trains the tiny MNIST DDPM of configs/vp/ddpm_mnist.py twice on a chain of num_scales steps (same seed, data and
-schedule): with L_simple (training.loss 'dsm', reduce_mean) and with
+Trains the tiny MNIST DDPM of configs/vp/ddpm_mnist_discrete.py twice on a chain of num_scales steps (same seed,
+data and schedule): with L_simple (training.loss 'dsm', reduce_mean) and with
 
     L_hybrid = L_simple + 0.001 L_vlb,   model.learned_variance = True,
     Sigma_theta = exp(v log beta + (1 - v) log beta~),
@@ -46,7 +46,7 @@ import time
 if __name__ == "__main__" and not __package__:  # run as a file: the repo root, not benchmarks/, goes first
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from configs.vp import ddpm_mnist  # noqa: E402
+from configs.vp import ddpm_mnist_discrete as ddpm_mnist  # noqa: E402
 from modes.evaluate import evaluate  # noqa: E402
 from modes.train import train, train_classifier  # noqa: E402
 

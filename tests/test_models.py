@@ -272,12 +272,12 @@ def layers_module_apply(fn, x):
 
 
 def test_published_configs_get_the_reference_group_counts():
-    from configs.vp import ddpm_cifar10, ddpm_mnist, ddpmpp_cifar10_continuous
+    from configs.vp import ddpm_cifar10, ddpm_mnist_discrete, ddpmpp_cifar10_continuous
 
     assert ddpm_cifar10.get_config().model.norm_groups == "fixed_32"
     assert ddpmpp_cifar10_continuous.get_config().model.norm_groups == "quarter_channels"
     assert ncsnpp_cifar10_continuous.get_config().model.norm_groups == "quarter_channels"
-    assert ddpm_mnist.get_config().model.norm_groups == "quarter_channels"  # trained here before the option
+    assert ddpm_mnist_discrete.get_config().model.norm_groups == "quarter_channels"  # trained here before the option
     with pytest.raises(ValueError, match="norm_groups='quarter_channels'"):
         output_shape(tiny_config(ddpm_digits, norm_groups="fixed_32"))  # 8 channels cannot make 32 groups
 
