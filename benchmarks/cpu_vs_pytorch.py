@@ -47,6 +47,7 @@ from benchmarks import common
 from models import layers
 from tasks import score as score_task
 from training import state as training_state
+from training.loop import fuse_steps
 
 #: name -> (our config, batch)
 CASES = {"mnist": ("vp/ddpm_mnist", 32), "cifar10": ("vp/ddpmpp_cifar10_continuous", 8)}
@@ -136,21 +137,21 @@ def reference_side(ref, config, x: np.ndarray, labels: np.ndarray):
 
 
 def our_side(config, x: np.ndarray, labels: np.ndarray):
-    """(train_step(), forward()) callables of this framework's compiled train step and forward pass."""
+    """(train_step(), forward()) callables of this framework's train step, compiled as `--mode train` compiles
+    it (training.loop.fuse_steps, one step per call, donated state), and its forward pass."""
     model = models.get_model(config)
-    variables = common.random_variables(config)
     optimizer = training_state.get_optimizer(config.optim)
-    step = jax.jit(score_task.step_fn_from_config(config, sde_lib.from_config(config), model, train=True,
-                                                  optimizer=optimizer, scaler=datasets.get_data_scaler(config)),
-                   donate_argnums=(0,))
-    holder = [training_state.create_train_state(jax.random.PRNGKey(0), variables, optimizer)]
-    batch = {"image": jnp.asarray(x)}
+    step = fuse_steps(score_task.step_fn_from_config(config, sde_lib.from_config(config), model, train=True,
+                                                     optimizer=optimizer, scaler=datasets.get_data_scaler(config)),
+                      donate=True)
+    holder = [training_state.create_train_state(jax.random.PRNGKey(0), common.random_variables(config), optimizer)]
+    batch = {"image": jnp.asarray(x)[None]}
     forward = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))
     xj, tj = jnp.asarray(x), jnp.asarray(labels)
 
     def train_step():
-        holder[0], loss = step(holder[0], batch)
-        loss.block_until_ready()
+        holder[0], losses = step(holder[0], batch, None)
+        losses.block_until_ready()
 
     return train_step, lambda: forward(holder[0].variables, xj, tj).block_until_ready()
 
