@@ -101,6 +101,19 @@ class Schedule:
             parallel.check_divisible(name, value, num_devices)
 
 
+#: XLA:CPU options for compiled training steps. This XLA hands convolutions, dots, elementwise ops and reductions
+#: to YNNPACK fusions by default; for the score U-Nets' train steps its convolutions (the weight gradients above
+#: all) are slower than XLA's own Eigen kernels, while its reductions are faster, so only reductions go to it.
+#: Measured with benchmarks/cpu_vs_pytorch.py: see README.md "Benchmarks".
+CPU_TRAIN_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def train_compiler_options() -> dict | None:
+    """CPU_TRAIN_OPTIONS on the CPU backend, unless XLA_FLAGS already chooses the YNNPACK fusions; else None."""
+    chosen = any(name in os.environ.get("XLA_FLAGS", "") for name in CPU_TRAIN_OPTIONS)
+    return CPU_TRAIN_OPTIONS if jax.default_backend() == "cpu" and not chosen else None
+
+
 def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
     """One compiled call running step_fn(state, batch, frozen) over batches with a leading steps axis
     -> (state, per-step losses).
@@ -108,7 +121,7 @@ def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
     The steps are unrolled at trace time (a fully unrolled lax.scan): XLA:CPU runs
     a while-loop body about 7x slower than the same straight-line code (measured
     on the digits config), and lax.scan keeps the loop even for one step. The
-    cost is compile time linear in n_jitted_steps.
+    cost is compile time linear in n_jitted_steps. On CPU it compiles with train_compiler_options().
     """
     def run(state, batches, frozen):
         step_losses = []
@@ -117,7 +130,7 @@ def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
             step_losses.append(loss)
         return state, jnp.stack(step_losses)
     run.__name__ = name  # names the compiled program in JAX's logs
-    return jax.jit(run, donate_argnums=(0,) if donate else ())
+    return jax.jit(run, donate_argnums=(0,) if donate else (), compiler_options=train_compiler_options())
 
 
 def _check_frozen(restored, record: dict) -> None:
