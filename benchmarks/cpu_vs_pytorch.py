@@ -17,13 +17,34 @@ channels cannot divide, so every reference GroupNorm is built with our config's 
 score_sde_pytorch's `op` package compiles a CUDA extension when imported; a stub module stands in for it in
 sys.modules before the reference is imported (DDPM++ with fir=False and DDPM never call upfirdn2d).
 
-Both sides use random weights (timings do not depend on values) and the same thread budget (torch's intra-op
-threads and XLA:CPU's pool are both sized to the machine). Timing rounds alternate, `--iters` calls of one side
+Both sides use random weights (timings do not depend on values); XLA:CPU's thread pool and, by default, torch's
+intra-op threads are sized to the machine (`--torch_threads` sets torch's). Timing rounds alternate, `--iters` calls of one side
 then the other, `--rounds` times, so a load change on a shared machine hits both sides alike; each median is
 over all of a side's timed calls, after one untimed warm-up call (and XLA's compilation).
 
-Measured (2 shared CPU cores, torch 2.13.0+cpu, jax 0.10.2; `--rounds 3 --iters 3`):
-see README.md "Benchmarks" for the before / after table of issue 18.
+Measured (issue 18) on 2 CPU cores shared with other jobs (load average 4-8), torch 2.13.0+cpu, jax 0.10.2,
+`--rounds 3 --iters 2|3`, seconds (medians) here / in score_sde_pytorch and their ratio, before and after
+training.loop.CPU_TRAIN_OPTIONS (YNNPACK fusions for reductions only in compiled train steps; "before" is this
+script run on commit b164697, XLA's default fusions):
+
+    case                 what        before                 after
+    mnist  (batch 32)    train step  0.319 / 0.212  1.51    0.300 / 0.216  1.39    --torch_threads 1
+    mnist  (batch 32)    forward     0.090 / 0.083  1.08    0.083 / 0.070  1.19    --torch_threads 1
+    cifar10 (batch 8)    train step  11.42 / 43.53  0.26    8.60 / 43.32   0.20    torch's 2 threads
+    cifar10 (batch 8)    forward     2.389 / 8.883  0.27    2.347 / 8.842  0.27    torch's 2 threads
+
+On this loaded machine torch's two OpenMP threads collapse (the quickstart step took 5.7-5.9 s with them in
+three runs out of four, 0.13 s in one quiet one, 0.21 s with --torch_threads 1), so its 2-thread figures are far
+from its best; ratios are comparable only within one run. Our own step, compiled both ways in one process and
+timed alternately: quickstart 0.644 -> 0.518 s and 0.626 -> 0.508 s, DDPM++ 17.06 -> 12.94 s; forwards unchanged.
+
+Tried and not kept (a 3x3 conv's weight gradient dW = P^T dy, 32 x 28 x 28 x 32 -> 16 and smaller, timed against
+XLA's own in one process): im2col patches P (9 shifted slices concatenated) and one dot, 1.06-6.6x slower; nine
+shifted dots, 2.2-5.4x slower; lax.conv_general_dilated_patches, slower still. XLA_FLAGS
+--xla_cpu_experimental_onednn_custom_call, --xla_cpu_use_onednn and --xla_cpu_use_xnnpack made a single conv's
+gradient slower here. YNNPACK off entirely ran convolutions fastest (the quickstart step's conv time 380 -> 62
+op-ms in a profile) but its reductions (GroupNorm) 48 -> 214 op-ms, a slower step; reductions plus dots in
+YNNPACK measured the same as reductions alone.
 """
 from __future__ import annotations
 
@@ -47,7 +68,7 @@ from benchmarks import common
 from models import layers
 from tasks import score as score_task
 from training import state as training_state
-from training.loop import fuse_steps
+from training import loop
 
 #: name -> (our config, batch)
 CASES = {"mnist": ("vp/ddpm_mnist", 32), "cifar10": ("vp/ddpmpp_cifar10_continuous", 8)}
@@ -141,9 +162,9 @@ def our_side(config, x: np.ndarray, labels: np.ndarray):
     it (training.loop.fuse_steps, one step per call, donated state), and its forward pass."""
     model = models.get_model(config)
     optimizer = training_state.get_optimizer(config.optim)
-    step = fuse_steps(score_task.step_fn_from_config(config, sde_lib.from_config(config), model, train=True,
-                                                     optimizer=optimizer, scaler=datasets.get_data_scaler(config)),
-                      donate=True)
+    step = loop.fuse_steps(score_task.step_fn_from_config(config, sde_lib.from_config(config), model, train=True,
+                                                          optimizer=optimizer, scaler=datasets.get_data_scaler(config)),
+                           donate=True)
     holder = [training_state.create_train_state(jax.random.PRNGKey(0), common.random_variables(config), optimizer)]
     batch = {"image": jnp.asarray(x)[None]}
     forward = jax.jit(lambda v, x, t: model.apply(v, x, t, train=False))
@@ -194,6 +215,7 @@ def main(argv=None):
     parser.add_argument("--cases", default="mnist,cifar10", help=f"comma-separated, of {sorted(CASES)}")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--iters", type=int, default=3, help="timed calls per side per round")
+    parser.add_argument("--torch_threads", type=int, help="torch.set_num_threads(this); default: torch's own")
     args = parser.parse_args(argv)
     try:
         import torch
@@ -205,9 +227,12 @@ def main(argv=None):
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         sys.exit(f"Unknown case(s) {unknown}; choose from {sorted(CASES)}.")
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     ref = import_reference(os.path.abspath(args.reference))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads | jax {jax.__version__}, "
-          f"devices {jax.devices()} | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+          f"devices {jax.devices()} | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} | "
+          f"train-step compiler options {loop.train_compiler_options()}")
     print(f"{'case':>8} {'batch':>5} {'what':>10} {'here_s':>9} {'torch_s':>9} {'ratio':>6}")
     for name in cases:
         run_case(ref, name, args.rounds, args.iters)
