@@ -180,6 +180,7 @@ def test_cpu_train_options_compute_the_default_compilation_s_step(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_xla_flags_choosing_the_fusions_win(monkeypatch):
+def test_xla_flags_choosing_the_fusions_win_and_unknown_options_are_left_out(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
     assert loop.train_compiler_options() is None
+    assert not loop._known((("xla_cpu_no_such_option", "x"),))  # an older XLA's answer to CPU_TRAIN_OPTIONS

@@ -28,6 +28,7 @@ other frozen parameters is refused in one line before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -101,17 +102,29 @@ class Schedule:
             parallel.check_divisible(name, value, num_devices)
 
 
-#: XLA:CPU options for compiled training steps. This XLA hands convolutions, dots, elementwise ops and reductions
-#: to YNNPACK fusions by default; for the score U-Nets' train steps its convolutions (the weight gradients above
+#: XLA:CPU options for compiled training steps. By default this XLA hands convolutions and reductions (among
+#: others) to YNNPACK fusions; for the score U-Nets' train steps its convolutions (the weight gradients above
 #: all) are slower than XLA's own Eigen kernels, while its reductions are faster, so only reductions go to it.
 #: Measured with benchmarks/cpu_vs_pytorch.py: see README.md "Benchmarks".
 CPU_TRAIN_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
+@functools.lru_cache(maxsize=None)
+def _known(options: tuple) -> bool:
+    """Whether this jaxlib's XLA accepts the compile options (older ones without YNNPACK refuse them)."""
+    try:
+        jax.jit(lambda x: x, compiler_options=dict(options)).lower(0.0).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
 def train_compiler_options() -> dict | None:
-    """CPU_TRAIN_OPTIONS on the CPU backend, unless XLA_FLAGS already chooses the YNNPACK fusions; else None."""
+    """CPU_TRAIN_OPTIONS on the CPU backend, unless XLA_FLAGS already chooses the YNNPACK fusions or this XLA
+    does not know them; else None."""
     chosen = any(name in os.environ.get("XLA_FLAGS", "") for name in CPU_TRAIN_OPTIONS)
-    return CPU_TRAIN_OPTIONS if jax.default_backend() == "cpu" and not chosen else None
+    usable = jax.default_backend() == "cpu" and not chosen and _known(tuple(CPU_TRAIN_OPTIONS.items()))
+    return CPU_TRAIN_OPTIONS if usable else None
 
 
 def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
