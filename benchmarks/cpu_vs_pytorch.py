@@ -23,15 +23,17 @@ then the other, `--rounds` times, so a load change on a shared machine hits both
 over all of a side's timed calls, after one untimed warm-up call (and XLA's compilation).
 
 Measured (issue 18) on 2 CPU cores shared with other jobs (load average 4-8), torch 2.13.0+cpu, jax 0.10.2,
-`--rounds 3 --iters 2|3`, seconds (medians) here / in score_sde_pytorch and their ratio, before and after
-training.loop.CPU_TRAIN_OPTIONS (YNNPACK fusions for reductions only in compiled train steps; "before" is this
-script run on commit b164697, XLA's default fusions):
+`--rounds 2-3 --iters 2-3`, seconds (medians) here / in score_sde_pytorch and their ratio, before and after
+training.loop.CPU_TRAIN_OPTIONS (YNNPACK fusions for reductions only in compiled train steps; "before" is commit
+b164697's code, XLA's default fusions, timed by this script):
 
-    case                 what        before                 after
-    mnist  (batch 32)    train step  0.319 / 0.212  1.51    0.300 / 0.216  1.39    --torch_threads 1
-    mnist  (batch 32)    forward     0.090 / 0.083  1.08    0.083 / 0.070  1.19    --torch_threads 1
-    cifar10 (batch 8)    train step  11.42 / 43.53  0.26    8.60 / 43.32   0.20    torch's 2 threads
-    cifar10 (batch 8)    forward     2.389 / 8.883  0.27    2.347 / 8.842  0.27    torch's 2 threads
+    case                 what        before                 after                  torch threads
+    mnist  (batch 32)    train step  0.319 / 0.212  1.51    0.300 / 0.216  1.39    1 (--torch_threads 1)
+    mnist  (batch 32)    forward     0.090 / 0.083  1.08    0.083 / 0.070  1.19    1
+    cifar10 (batch 8)    train step  10.57 / 7.650  1.38    8.767 / 7.706  1.14    1
+    cifar10 (batch 8)    forward     2.364 / 2.138  1.11    2.378 / 2.165  1.10    1
+    cifar10 (batch 8)    train step  11.42 / 43.53  0.26    8.600 / 43.32  0.20    2 (torch's default)
+    cifar10 (batch 8)    forward     2.389 / 8.883  0.27    2.347 / 8.842  0.27    2
 
 On this loaded machine torch's two OpenMP threads collapse (the quickstart step took 5.7-5.9 s with them in
 three runs out of four, 0.13 s in one quiet one, 0.21 s with --torch_threads 1), so its 2-thread figures are far
