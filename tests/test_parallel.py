@@ -20,7 +20,7 @@ from training import parallel
 from training.checkpoint import Checkpointer
 from modes.train import train
 from tasks import score as score_task
-from training.loop import fuse_steps
+from training.loop import fuse_steps, train_compiler_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "train_worker.py")
@@ -107,7 +107,7 @@ def test_n_jitted_steps_equal_single_steps():
     step_fn = score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer)
     batches = next(datasets.get_dataset(config)[0].batches(16, steps_per_call=3))
     fused_state, fused_losses = fuse_steps(step_fn, donate=False)(state, batches, None)
-    single = jax.jit(step_fn)
+    single = jax.jit(step_fn, compiler_options=train_compiler_options())  # as fuse_steps compiles
     single_losses = []
     for k in range(3):
         state, loss = single(state, jax.tree_util.tree_map(lambda x: x[k], batches))

@@ -17,6 +17,7 @@ from modes.train import train
 from tasks import score as score_task
 from training import parallel
 from training.checkpoint import Checkpointer
+from training import loop
 from training.loop import fuse_steps
 
 
@@ -158,3 +159,43 @@ def test_ema_warmup_follows_its_closed_form_and_leaves_long_runs_alone():
         np.testing.assert_allclose(state.ema_params["w"], expected, rtol=1e-6)
     assert float(training_state.ema_decay(jnp.asarray(100_000), 0.999, True)) == pytest.approx(0.999)
     assert float(training_state.ema_decay(jnp.asarray(3), 0.999, False)) == pytest.approx(0.999)
+
+
+def test_cpu_train_options_compute_the_default_compilation_s_step(monkeypatch):
+    """fuse_steps compiles with train_compiler_options() (YNNPACK for reductions only, on CPU); the loss, its
+    gradient and the step equal what XLA compiles by default, to float32 rounding."""
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    options = loop.train_compiler_options()
+    assert options == (loop.CPU_TRAIN_OPTIONS if jax.default_backend() == "cpu" else None)
+    config = tiny_config()
+    config.model.nf = 16  # the quickstart's width
+    sde = sde_lib.from_config(config)
+    model, optimizer, state = make_state(config)
+    scaler = datasets.get_data_scaler(config)
+    batch = next(datasets.get_dataset(config)[0].batches(32))
+    x = scaler(jnp.asarray(batch["image"][0]))
+
+    def loss_and_grad(params):
+        return jax.value_and_grad(lambda p: losses.score_matching_loss(
+            jax.random.PRNGKey(3), models.get_score_fn(sde, model, {"params": p}, continuous=False), x,
+            sde, continuous=False, reduce_mean=True))(params)
+
+    (loss_a, grad_a), (loss_b, grad_b) = (jax.jit(loss_and_grad, compiler_options=options)(state.params),
+                                          jax.jit(loss_and_grad)(state.params))
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    scale = max(float(np.abs(g).max()) for g in jax.tree_util.tree_leaves(grad_b))
+    for a, b in zip(jax.tree_util.tree_leaves(grad_a), jax.tree_util.tree_leaves(grad_b), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * scale)
+
+    step_fn = score_task.step_fn_from_config(config, sde, model, train=True, optimizer=optimizer, scaler=scaler)
+    fused = fuse_steps(step_fn, donate=False)
+    (state_a, losses_a), (state_b, losses_b) = fused(state, batch, None), jax.jit(fused.__wrapped__)(state, batch, None)
+    np.testing.assert_allclose(losses_a, losses_b, rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(state_a.params), jax.tree_util.tree_leaves(state_b.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_xla_flags_choosing_the_fusions_win_and_unknown_options_are_left_out(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+    assert loop.train_compiler_options() is None
+    assert not loop._known((("xla_cpu_no_such_option", "x"),))  # an older XLA's answer to CPU_TRAIN_OPTIONS

@@ -28,6 +28,7 @@ other frozen parameters is refused in one line before anything is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -101,6 +102,31 @@ class Schedule:
             parallel.check_divisible(name, value, num_devices)
 
 
+#: XLA:CPU options for compiled training steps. By default this XLA hands convolutions and reductions (among
+#: others) to YNNPACK fusions; for the score U-Nets' train steps its convolutions (the weight gradients above
+#: all) are slower than XLA's own Eigen kernels, while its reductions are faster, so only reductions go to it.
+#: Measured with benchmarks/cpu_vs_pytorch.py: see README.md "Benchmarks".
+CPU_TRAIN_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.lru_cache(maxsize=None)
+def _known(options: tuple) -> bool:
+    """Whether this jaxlib's XLA accepts the compile options (older ones without YNNPACK refuse them)."""
+    try:
+        jax.jit(lambda x: x, compiler_options=dict(options)).lower(0.0).compile()
+    except jax.errors.JaxRuntimeError:
+        return False
+    return True
+
+
+def train_compiler_options() -> dict | None:
+    """CPU_TRAIN_OPTIONS on the CPU backend, unless XLA_FLAGS already chooses the YNNPACK fusions or this XLA
+    does not know them; else None."""
+    chosen = any(name in os.environ.get("XLA_FLAGS", "") for name in CPU_TRAIN_OPTIONS)
+    usable = jax.default_backend() == "cpu" and not chosen and _known(tuple(CPU_TRAIN_OPTIONS.items()))
+    return CPU_TRAIN_OPTIONS if usable else None
+
+
 def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
     """One compiled call running step_fn(state, batch, frozen) over batches with a leading steps axis
     -> (state, per-step losses).
@@ -108,7 +134,7 @@ def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
     The steps are unrolled at trace time (a fully unrolled lax.scan): XLA:CPU runs
     a while-loop body about 7x slower than the same straight-line code (measured
     on the digits config), and lax.scan keeps the loop even for one step. The
-    cost is compile time linear in n_jitted_steps.
+    cost is compile time linear in n_jitted_steps. On CPU it compiles with train_compiler_options().
     """
     def run(state, batches, frozen):
         step_losses = []
@@ -117,7 +143,7 @@ def fuse_steps(step_fn, donate: bool, name: str = "fused_steps"):
             step_losses.append(loss)
         return state, jnp.stack(step_losses)
     run.__name__ = name  # names the compiled program in JAX's logs
-    return jax.jit(run, donate_argnums=(0,) if donate else ())
+    return jax.jit(run, donate_argnums=(0,) if donate else (), compiler_options=train_compiler_options())
 
 
 def _check_frozen(restored, record: dict) -> None:
