@@ -2,8 +2,8 @@
 
     python -m benchmarks.cpu_vs_pytorch --reference /path/to/score_sde_pytorch [--cases mnist,cifar10]
 
-Cases: `mnist`, the quickstart network (configs/vp/ddpm_mnist.py: DDPM, 28x28x1, batch 32, discrete-time
-DDPM loss) and `cifar10`, DDPM++ (configs/vp/ddpmpp_cifar10_continuous.py, batch 8, continuous VP loss).
+Cases: `mnist`, the first quickstart's network (configs/vp/ddpm_mnist_discrete.py: DDPM, 28x28x1, batch 32,
+discrete-time DDPM loss; today's quickstart folds 2x2 patches, which score_sde_pytorch's DDPM cannot) and `cifar10`, DDPM++ (configs/vp/ddpmpp_cifar10_continuous.py, batch 8, continuous VP loss).
 For each it prints the median seconds of a full train step (loss, backward, optimizer update, EMA) and of a
 forward pass (train=False / torch.no_grad) on both sides, and the ratio r = t_here / t_pytorch.
 
@@ -73,7 +73,7 @@ from training import state as training_state
 from training import loop
 
 #: name -> (our config, batch)
-CASES = {"mnist": ("vp/ddpm_mnist", 32), "cifar10": ("vp/ddpmpp_cifar10_continuous", 8)}
+CASES = {"mnist": ("vp/ddpm_mnist_discrete", 32), "cifar10": ("vp/ddpmpp_cifar10_continuous", 8)}
 
 #: Top-level names the reference shares with this repository; imported from it with these swapped out.
 _SHARED_NAMES = ("models", "sde_lib", "losses", "op", "utils")
