@@ -48,12 +48,28 @@ Floors, with as many images as samples (FD is biased upwards at small N): the da
 the autoencoder's FD(D(E(test[:N])), train), the best a pixel and a latent model can reach; and the data floor
 over the whole 10k test split.
 
-Measured: not yet measured. The full run reuses benchmarks/autoencoder_quality.py's KL autoencoder (600 steps;
-466 s of training by its metrics.jsonl) and its 500-step domain classifier; about 65 min on 2 shared CPU cores
-(2 x 1200 s of training, then 1000 samples a side, pixel's at about 2 images/s):
+Measured on 2 CPU cores shared with up to three other jobs (load average 4-7), with 600 s instead of 1200 s a
+side to fit the session; it reuses benchmarks/autoencoder_quality.py's KL autoencoder (600 steps, 466 s of
+training by its metrics.jsonl) and its 500-step domain classifier (38 min wall):
 
-    python -m benchmarks.pixel_vs_latent --budget_s 1200 --samples 1000 --autoencoder_dir /tmp/ae14/runs/kl \
-        --classifier_dir /tmp/ae14/runs/classifier --workdir /tmp/pvl14/runs
+    python -m benchmarks.pixel_vs_latent --budget_s 600 --samples 500 --autoencoder_dir /tmp/ae14/runs/kl \
+        --classifier_dir /tmp/ae14/runs/classifier --workdir /tmp/pvl/runs
+
+    Fashion-MNIST, training budget 600 s per score model on cpu; batch 64; 500 samples by 50-step DDIM
+    side     steps  ms/step GFLOP/step  train s   AE s  total s    img/s       FD                KID  conf
+    pixel      134   4483.4     68.940      554      0      554      0.9  169.332   37.4025 +- 2.3346  0.13
+    latent     754    796.0     13.545      951    466     1417      5.3   51.238   15.6753 +- 1.6872  0.22
+    data floor FD(test[:500], train)                      2.507   KID 0.1038 +- 0.5051   conf 0.65
+    autoencoder floor FD(D(E(test[:500])), train)         5.043   KID 0.3574 +- 0.4051   conf 0.57
+    data floor FD(test (all 10000), train)                0.106   KID -0.0057 +- 0.2681   conf 0.66
+
+A latent step costs a fifth of a pixel step's FLOPs (13.5 against 68.9 GFLOP at about the same parameter count)
+and its samples come 6x faster with decoding, so in the same probe-timed budget the latent model took 5.6x the
+steps and reached FD 51 against the pixel model's 169 (KID 15.7 against 37.4). Neither is near its floor: both
+budgets are far too short. The load rose while the latent side trained, so its loop took 951 s against the
+pixel side's 554 s for the same probe-timed budget, and with the autoencoder's 466 s its total was 1417 s: this
+run shows the latent side ahead at equal score-model budget, not at equal total time, which needs a pixel
+budget of the latent total (a rerun with --budget_s set to match, on an idle machine).
 
 A smoke run of every stage (its figures mean nothing; about 10 min):
 
