@@ -1,7 +1,7 @@
 """Linear inverse problems with the PC sampler (Song et al. 2021, Appendix I): inpainting, colorization,
 super-resolution, and any observation of some coordinates of an orthogonal change of basis.
 
-An observation is u = M F_p(x) on the channel axis (F_p = models.layers.fold_patches: each p x p patch folded
+An observation is u = M F_p(x) on the channel axis (F_p = sde_lib.fold_patches: each p x p patch folded
 into channels, the identity at p = 1; M orthogonal, p p C x p p C; the identity for inpainting) of which the
 coordinates where mask = 1 are known: mask * u = mask * M F_p(y) for a known image y. The PC sampler
 (samplers/pc.py, option `constraint`) keeps the unknown coordinates on the reverse process and, after every
@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import ConfigError
-from models.layers import fold_patches, unfold_patches
-from sde_lib import batch_mul
+from sde_lib import batch_mul, fold_patches, unfold_patches
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
