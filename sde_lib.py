@@ -44,7 +44,7 @@ def fold_patches(x, p: int):
         return x
     b, h, w, c = x.shape
     if h % p or w % p:
-        raise ValueError(f"An input of {h}x{w} does not split into {p}x{p} patches (config.model.patch_size).")
+        raise ValueError(f"An image of {h}x{w} does not split into {p}x{p} patches.")
     x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h // p, w // p, p * p * c)
 

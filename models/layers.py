@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 from models import up_or_down_sampling as updown
-from sde_lib import fold_patches, unfold_patches  # noqa: F401 (in sde_lib: samplers.inverse uses them too)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
