@@ -37,6 +37,27 @@ def batch_mul(a: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.reshape(a, a.shape + (1,) * (x.ndim - a.ndim)) * x
 
 
+def fold_patches(x, p: int):
+    """(B, H, W, C) -> (B, H/p, W/p, p p C): each p x p patch folded into channels, [i, j, c] at (i p + j) C + c
+    (space-to-depth); fold_patches(x, 1) is x."""
+    if p == 1:
+        return x
+    b, h, w, c = x.shape
+    if h % p or w % p:
+        raise ValueError(f"An image of {h}x{w} does not split into {p}x{p} patches.")
+    x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def unfold_patches(x, p: int):
+    """The inverse of fold_patches: (B, h, w, p p C) -> (B, h p, w p, C) (depth-to-space)."""
+    if p == 1:
+        return x
+    b, h, w, pc = x.shape
+    x = x.reshape(b, h, w, p, p, pc // (p * p)).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * p, w * p, pc // (p * p))
+
+
 def _standard_normal_logp(z: jax.Array, scale: float) -> jax.Array:
     """log N(z; 0, scale^2 I), summed over all but the batch axis."""
     dim = np.prod(z.shape[1:])

@@ -90,3 +90,42 @@ def model_flops_utilisation(flops_per_second_per_device: float, dtype: str) -> f
 
 def mib(n) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.0f}"
+
+
+def restore_ema(config, workdir: str, step: int = 0):
+    """(model, EMA variables, SDE, mesh, step) of a run's checkpoint of `step` (0: the newest periodic one)."""
+    import sde_lib
+    from modes.sample import newest_checkpoint
+    from tasks.score import restore_train_state
+    from training import parallel
+    from training.checkpoint import Checkpointer
+
+    model, mesh = models.get_model(config), parallel.make_mesh()
+    step = step or newest_checkpoint(config, workdir)
+    with Checkpointer(workdir) as checkpointer:
+        variables = restore_train_state(checkpointer, step, config, model, mesh).ema_variables
+    return model, variables, sde_lib.from_config(config), mesh, step
+
+
+def sample_in_chunks(sample_fn, variables, chunk: int, count: int, seed: int = 0, known=None, **conditions):
+    """`count` samples in [0, 1] of make_sample_fn's sample_fn (built for `chunk` samples), chunk by chunk, the
+    last padded by repeating its last input; known (count, H, W, C) and conditions' arrays are split alike."""
+    from training import parallel
+
+    out = []
+    for start in range(0, count, chunk):
+        part = np.minimum(np.arange(start, start + chunk), count - 1)
+        pick = lambda a: None if a is None else jnp.asarray(a[part])  # noqa: E731
+        x = sample_fn(jax.random.fold_in(jax.random.PRNGKey(seed), start), variables, None, pick(known),
+                      **{k: pick(v) for k, v in conditions.items()})
+        out.append(np.asarray(parallel.gather(x)))
+    return np.concatenate(out)[:count]
+
+
+def fd_to_train(config, net, train_stats, images) -> float:
+    """FD of images in [0, 1] (N, H, W, C) against the train split's statistics, in net's features."""
+    import datasets
+    from evaluation import features, metrics
+
+    f = features.compute_features(net, datasets.to_uint8(images), config.eval.batch_size)["features"]
+    return metrics.frechet_distance(*metrics.feature_statistics(f), train_stats["mu"], train_stats["sigma"])

@@ -67,7 +67,9 @@ def get_base_config():
     sampling.s_tmax = float("inf")
     sampling.s_noise = 1.0  # 'heun': scale of the churn noise
     # new: controllable generation, read by --mode sample (training/sample.py)
-    sampling.task = "generate"  # 'generate' | 'inpaint' | 'colorize' (these two on method 'pc') | 'img2img' (SDEdit)
+    # 'generate' | 'inpaint' | 'colorize' | 'superres' (these three on method 'pc') | 'img2img' (SDEdit)
+    sampling.task = "generate"
+    sampling.factor = 4  # new: superres: the factor k whose k x k block means of the input are known
     sampling.strength = 0.5  # new: img2img: the input is noised to time strength T, then denoised by any sampler
     sampling.labels = ""  # classes: '' = every class (generate) / unconditional (inpaint, colorize); 'null'; '3,5'
     sampling.guidance = "none"  # 'none' | 'cfg' (classifier-free) | 'classifier' (noise-conditional classifier)

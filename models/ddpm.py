@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+import sde_lib
 from models import layers
 from models.registry import register_model
 
@@ -22,7 +23,7 @@ def encode(config, x, time_cond, labels=None, train: bool = False, hint=None, co
 
         temb = MLP(e(time_cond)) (+ E[labels]),  h_0 = conv_in(P([x, concat])) (+ hint, a ControlNet's embedded
         condition; concat a condition image, layers.concat_input; P folds config.model.patch_size^2 patches
-        into channels, layers.fold_patches),
+        into channels, sde_lib.fold_patches),
         skips = [h_0, each level's residual-block outputs, its downsampled output], mid = R(A(R(skips[-1])))
 
     returns (temb, mid, skips), skips in push order.
@@ -38,7 +39,7 @@ def encode(config, x, time_cond, labels=None, train: bool = False, hint=None, co
     temb = layers.add_label_embedding(temb, labels, m.num_classes, nf * 4, x.shape[0], dtype)
 
     h = (x if config.data.centered else 2.0 * x - 1.0).astype(dtype)
-    h = layers.conv3x3(layers.fold_patches(layers.concat_input(h, concat), m.patch_size), nf)
+    h = layers.conv3x3(sde_lib.fold_patches(layers.concat_input(h, concat), m.patch_size), nf)
     hs = [h if hint is None else h + hint.astype(dtype)]
     for level in range(len(ch_mult)):
         for _ in range(m.num_res_blocks):
@@ -67,7 +68,7 @@ class DDPM(nn.Module):
     middle block's output (layers.add_control); `concat` (B, H, W, C_c), a condition image in [0, 1], is
     concatenated to the (centred) input of the first conv (layers.concat_input). With config.model.patch_size p
     the U-Net runs at H/p: the first conv sees p x p patches folded into channels and the last conv's p^2 C
-    channels unfold back (layers.fold_patches). The output has the shape of x (2C channels with
+    channels unfold back (sde_lib.fold_patches). The output has the shape of x (2C channels with
     config.model.learned_variance), in float32; `get_score_fn` turns it into a score.
     """
 
@@ -95,4 +96,4 @@ class DDPM(nn.Module):
 
         h = act(layers.group_norm(h, groups))
         out = layers.conv3x3(h, m.patch_size**2 * layers.output_channels(self.config, x.shape[-1]), init_scale=0.0)
-        return layers.unfold_patches(out, m.patch_size).astype(jnp.float32)
+        return sde_lib.unfold_patches(out, m.patch_size).astype(jnp.float32)

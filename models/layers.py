@@ -80,27 +80,6 @@ def concat_input(x, concat):
     return jnp.concatenate([x, concat.astype(x.dtype)], axis=-1)
 
 
-def fold_patches(x, p: int):
-    """(B, H, W, C) -> (B, H/p, W/p, p p C): each p x p patch folded into channels, [i, j, c] at (i p + j) C + c
-    (space-to-depth); fold_patches(x, 1) is x."""
-    if p == 1:
-        return x
-    b, h, w, c = x.shape
-    if h % p or w % p:
-        raise ValueError(f"An input of {h}x{w} does not split into {p}x{p} patches (config.model.patch_size).")
-    x = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h // p, w // p, p * p * c)
-
-
-def unfold_patches(x, p: int):
-    """The inverse of fold_patches: (B, h, w, p p C) -> (B, h p, w p, C) (depth-to-space)."""
-    if p == 1:
-        return x
-    b, h, w, pc = x.shape
-    x = x.reshape(b, h, w, p, p, pc // (p * p)).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h * p, w * p, pc // (p * p))
-
-
 #: GroupNorm group counts G(C) of C channels (config.model.norm_groups): 'fixed_32', G = 32, as in DDPM
 #: (Ho et al. 2020; score_sde's ddpm.py); 'quarter_channels', G = min(C // 4, 32), as in score_sde's
 #: NCSN++ / DDPM++, and this framework's rule for every network before it had the option.

@@ -1,4 +1,4 @@
-"""`--mode sample`: class-conditional, guided, inpainted, colorized or img2img samples from a trained model.
+"""`--mode sample`: class-conditional, guided, inpainted, colorized, super-resolved or img2img samples from a trained model.
 
     python main.py --config CONFIG --mode sample --workdir W [--config.sampling.<field>=...]
 
@@ -6,7 +6,7 @@ Restores the EMA parameters of the newest periodic checkpoint in W/checkpoints (
 config.sampling.checkpoint), samples with config.sampling.method, and writes to W/<eval_folder>/:
 
     <name>.npz  image uint8 (N, H, W, C); label (N,) (-1: unconditional); guidance, guidance_weight, step,
-                method; for inpaint / colorize / img2img also input uint8 (K, H, W, C), input_index (K,) (-1: a file)
+                method; for inpaint / colorize / superres / img2img also input uint8 (K, H, W, C), input_index (K,) (-1: a file)
                 and mask (and strength); sample i belongs to row i // num_samples of the grid
     <name>.png  one row per class (generate) or per input (its observation first, then the samples),
                 each row labelled, with the sampler, guidance and weight in a caption
@@ -18,7 +18,8 @@ the fraction of each class's samples it assigns to that class.
 Classifier-free guidance needs a class-conditional model; classifier guidance ('classifier') needs the
 noise-conditional classifier of --mode train_classifier --config.classifier.noise_conditional=True and
 guides the unconditional score (of an unconditional model, or the null label of a conditional one).
-The config.sampling fields (configs/defaults.py): task ('generate' | 'inpaint' | 'colorize' | 'img2img':
+The config.sampling fields (configs/defaults.py): task ('generate' | 'inpaint' | 'colorize' | 'superres': the
+input's factor x factor block means kept, the rest sampled (samplers.inverse.superresolution) | 'img2img':
 SDEdit, each input noised to time strength T by the forward marginal, then denoised by any sampler,
 sde_lib.Restarted), strength, labels ('' = every class for generate, unconditional for the other tasks;
 'null' = unconditional; or '3,5'), guidance ('none' | 'cfg' | 'classifier'), guidance_weight, num_samples (per
@@ -55,7 +56,7 @@ from training.files import atomic_write_json
 from training.validation import ConfigError
 from training.writers import save_labelled_grid
 
-TASKS = ("generate", "inpaint", "colorize", "img2img")
+TASKS = ("generate", "inpaint", "colorize", "superres", "img2img")
 MASKS = {  # name -> (H, W) -> 1 where the pixel is known
     "half": lambda h, w: np.arange(w)[None, :].repeat(h, 0) < w // 2,  # the right half is filled in
     "center": lambda h, w: ~np.outer((np.arange(h) >= h // 4) & (np.arange(h) < h - h // 4),
@@ -256,9 +257,9 @@ def sample(config, workdir: str, eval_folder: str) -> str:
             inputs, mask = outpaint_inputs(config, inputs)
         elif s.task == "inpaint":
             mask = load_mask(s.mask, d.image_size)
-        observe = (functools.partial(inverse.inpainting, mask=mask) if s.task == "inpaint" else
-                   (lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels))
-                   if s.task == "colorize" else None)
+        observe = {"inpaint": functools.partial(inverse.inpainting, mask=mask),
+                   "colorize": lambda known: inverse.colorization(inverse.grayscale(known), d.num_channels),
+                   "superres": functools.partial(inverse.superresolution, factor=s.factor)}.get(s.task)
 
     mesh = parallel.make_mesh()
     model = models.get_model(space.net_config)
@@ -344,11 +345,13 @@ def _write_grid(path, images, row_classes, config, step, inputs, input_index, ma
     if inputs is None:
         save_labelled_grid(images, path, s.num_samples, names, caption)
         return
-    shown = inputs / np.float32(255)  # the observation: known pixels (the rest mid-gray), or the gray level
+    shown = inputs / np.float32(255)  # the observation: known pixels (the rest mid-gray), gray level or block means
     if s.task == "inpaint":
         shown = np.where(mask[None, :, :, None] > 0, shown, 0.5)
     elif s.task == "colorize":
         shown = np.repeat(shown.mean(-1, keepdims=True), shown.shape[-1], -1)
+    elif s.task == "superres":
+        shown = conditions.lowres(shown, s.factor)
     rows = np.concatenate([shown[:, None], images.reshape(len(inputs), s.num_samples, *images.shape[1:])], axis=1)
     row_names = [("file" if i < 0 else f"#{i}") + ("" if y is None else f" y={y}")
                  for i, y in zip(input_index, row_classes)]

@@ -26,7 +26,7 @@ def from_config(config, sde, shape, constraint=None):
     options = {option: s[_FIELD_OF_OPTION.get(option, option)] for option in names if option != "constraint"}
     if constraint is not None:
         if s.method != "pc":
-            raise ConfigError(f"Inpainting and colorization run on the PC sampler (each inverse task runs on the PC "
+            raise ConfigError(f"Inpainting, colorization and super-resolution run on the PC sampler (each inverse task runs on the PC "
                               f"sampler's steps); set config.sampling.method='pc' (got {s.method!r}).")
         options["constraint"] = constraint
     return get_sampler(s.method, sde, shape, **options)

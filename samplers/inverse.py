@@ -1,8 +1,9 @@
-"""Linear inverse problems with the PC sampler (Song et al. 2021, Appendix I): inpainting, colorization, and
-any observation of some coordinates of an orthogonal change of basis.
+"""Linear inverse problems with the PC sampler (Song et al. 2021, Appendix I): inpainting, colorization,
+super-resolution, and any observation of some coordinates of an orthogonal change of basis.
 
-An observation is u = M x on the channel axis (M orthogonal, C x C; the identity for inpainting) of which
-the coordinates where mask = 1 are known: mask * u = mask * M y for a known image y. The PC sampler
+An observation is u = M F_p(x) on the channel axis (F_p = sde_lib.fold_patches: each p x p patch folded
+into channels, the identity at p = 1; M orthogonal, p p C x p p C; the identity for inpainting) of which the
+coordinates where mask = 1 are known: mask * u = mask * M F_p(y) for a known image y. The PC sampler
 (samplers/pc.py, option `constraint`) keeps the unknown coordinates on the reverse process and, after every
 corrector and predictor update at time t, replaces the known ones by a sample of their forward marginal,
 
@@ -17,6 +18,8 @@ p_t(x_unknown | y). tests/test_inverse.py measures the difference on a Gaussian,
 
     inpainting(known, mask)  - mask (H, W) or broadcastable to x: 1 where the pixel is known
     colorization(gray, C)    - M's first row is (1, ..., 1) / sqrt(C): the gray level mean_c x_c is known
+    superresolution(y, k)    - p = k, M = kron(G, I_C) with G's first row (1, ..., 1) / k: its first C rows give
+                               k times each k x k block's per-channel mean, u_c = (1/k) sum_{i,j} x_{ij c}, known
 """
 from __future__ import annotations
 
@@ -27,42 +30,47 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import ConfigError
-from sde_lib import batch_mul
+from sde_lib import batch_mul, fold_patches, unfold_patches
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearObservation:
-    """mask * (M x) = mask * (M known): known (B, ..., C) in the model's data space; mask broadcastable to
-    known's shape, in M's coordinates; matrix (C, C) orthogonal, or None for the identity."""
+    """mask * (M F_p(x)) = mask * (M F_p(known)): known (B, ..., C) in the model's data space (images
+    (B, H, W, C) when patch > 1); mask broadcastable to F_p(known)'s shape, in M's coordinates; matrix
+    (p p C, p p C) orthogonal, or None for the identity; patch p folds p x p patches into channels first."""
 
     known: jax.Array
     mask: jax.Array
     matrix: np.ndarray | None = None
+    patch: int = 1
 
     def __post_init__(self):
         known = jnp.asarray(self.known, jnp.float32)
         mask = jnp.asarray(self.mask, jnp.float32)
+        folded = jax.eval_shape(lambda y: fold_patches(y, self.patch), known).shape
         try:
-            jnp.broadcast_shapes(mask.shape, known.shape)
+            jnp.broadcast_shapes(mask.shape, folded)
         except ValueError:
             raise ValueError(f"The mask of shape {mask.shape} does not broadcast to the images' shape "
-                             f"{known.shape}; give an (H, W) or (H, W, C) mask of the images' size.") from None
+                             f"{folded}; give an (H, W) or (H, W, C) mask of the images' size.") from None
         if self.matrix is not None:
-            m = np.asarray(self.matrix, np.float64)
-            if m.shape != (known.shape[-1],) * 2 or not np.allclose(m @ m.T, np.eye(len(m)), atol=1e-6):
-                raise ValueError(f"The observation matrix must be an orthogonal {known.shape[-1]}x{known.shape[-1]} "
-                                 f"matrix on the channel axis, got shape {m.shape}.")
+            m, c = np.asarray(self.matrix, np.float64), folded[-1]
+            if m.shape != (c, c) or not np.allclose(m @ m.T, np.eye(len(m)), atol=1e-6):
+                raise ValueError(f"The observation matrix must be an orthogonal {c}x{c} matrix on the channel "
+                                 f"axis, got shape {m.shape}.")
             object.__setattr__(self, "matrix", m)
         object.__setattr__(self, "known", known)
         object.__setattr__(self, "mask", mask)
 
     def forward(self, x):
-        """u = M x on the last (channel) axis."""
+        """u = M F_p(x), M on the last (channel) axis."""
+        x = fold_patches(x, self.patch)
         return x if self.matrix is None else jnp.einsum("cd,...d->...c", jnp.asarray(self.matrix, x.dtype), x)
 
     def inverse(self, u):
-        """x = M^T u."""
-        return u if self.matrix is None else jnp.einsum("dc,...d->...c", jnp.asarray(self.matrix, u.dtype), u)
+        """x = F_p^{-1}(M^T u)."""
+        u = u if self.matrix is None else jnp.einsum("dc,...d->...c", jnp.asarray(self.matrix, u.dtype), u)
+        return unfold_patches(u, self.patch)
 
     def replace(self, x, u_known):
         """x whose known coordinates (in M's basis) are set to u_known: M^T (mask u_known + (1 - mask) M x)."""
@@ -72,7 +80,7 @@ class LinearObservation:
         """x with the known coordinates replaced by alpha M y + sigma z (rng None: by their mean alpha M y)."""
         u_known = batch_mul(alpha, self.forward(self.known))
         if rng is not None:
-            u_known = u_known + batch_mul(sigma, jax.random.normal(rng, x.shape, x.dtype))
+            u_known = u_known + batch_mul(sigma, jax.random.normal(rng, u_known.shape, x.dtype))
         return self.replace(x, u_known)
 
     def project(self, x):
@@ -112,3 +120,18 @@ def colorization(gray, num_channels: int = 3) -> LinearObservation:
 def grayscale(x):
     """The gray level mean_c x_c of images (B, ..., C), keeping a channel axis of 1."""
     return jnp.mean(x, axis=-1, keepdims=True)
+
+
+def superresolution(known, factor: int) -> LinearObservation:
+    """Known k x k block means (k = factor) of images (B, H, W, C) in the model's data space: known is any image
+    with those means, the high-resolution truth or its low-resolution copy repeated k times (nearest upsampling).
+    In F_k's channels (i k + j) C + c, M = kron(gray_basis(k k), I_C) is orthogonal and its first C rows are
+    u_c = (1/k) sum_{i,j} x_{ij c} = k mean_{ij} x_{ij c}: those are known, the k k C - C others are sampled."""
+    known = jnp.asarray(known, jnp.float32)
+    size = known.shape[1:3]
+    if factor < 2 or any(n % factor for n in size):
+        raise ConfigError(f"Super-resolution by a factor of {factor} needs an integer factor of at least 2 that "
+                          f"divides the image size {size[0]}x{size[1]}.")
+    channels = known.shape[-1]
+    mask = jnp.zeros((factor * factor * channels,)).at[:channels].set(1.0)
+    return LinearObservation(known, mask, np.kron(gray_basis(factor * factor), np.eye(channels)), patch=factor)

@@ -1,4 +1,4 @@
-"""Inpainting and colorization with the PC sampler (samplers/inverse.py) on targets with known answers.
+"""Inpainting, colorization and super-resolution with the PC sampler (samplers/inverse.py) on targets with known answers.
 
 The replacement method on a Gaussian. x = (u, o) ~ N(0, [[1, RHO], [RHO, 1]]) with o = Y observed: the exact
 conditional is u | o = Y ~ N(RHO Y, 1 - RHO^2) = N(0.8, 0.36). Without a corrector, the unknown coordinate
@@ -20,7 +20,9 @@ from scipy.integrate import solve_ivp
 import samplers
 import sde_lib
 from samplers.analytic import GaussianMixture
-from samplers.inverse import LinearObservation, colorization, gray_basis, grayscale, inpainting
+from configs import ConfigError
+from data_sources.conditions import area_downsample
+from samplers.inverse import LinearObservation, colorization, gray_basis, grayscale, inpainting, superresolution
 
 VP = sde_lib.VPSDE()
 RHO, Y = 0.8, 1.0
@@ -103,6 +105,32 @@ def test_colorization_keeps_the_gray_level_and_recovers_the_colours():
     assert np.mean(np.all(np.abs(x - colours) < 0.5, axis=(1, 2, 3))) > 0.99  # 5 std; the gray itself is 0.53 off
 
 
+def test_superresolution_keeps_the_block_means_and_recovers_the_fine_pattern():
+    """Image A has each 2x2 block's diagonal bright (block mean 0.5), B its anti-diagonal dark (mean -0.5), with
+    channel 1 the negative of channel 0: knowing only the block means of A- or B-samples, every sample carries
+    the pattern of its own image inside the blocks, and its block means are the input's to float precision."""
+    n, shape, k = 64, (4, 4, 2), 2
+    diagonal = np.tile(np.eye(k), (2, 2))[..., None] * np.array([1.0, -1.0])
+    gm = _two_images(shape, diagonal, -diagonal[:, ::-1])
+    truth, component = gm.sample(jax.random.PRNGKey(5), n)
+    truth = np.asarray(truth).reshape(n, *shape)
+    x = _sample(VP, (n, *shape), gm.score_fn(VP), superresolution(truth, k))
+    np.testing.assert_allclose(np.asarray(area_downsample(x, k)), np.asarray(area_downsample(truth, k)), atol=2e-6)
+    assigned = np.argmax(np.asarray(gm.responsibilities(x.reshape(n, -1), jnp.ones(n), jnp.zeros(n))), -1)
+    assert np.mean(assigned == np.asarray(component)) > 0.99
+    means = np.where(np.asarray(component)[:, None, None, None] == 0, diagonal, -diagonal[:, ::-1])
+    assert np.all(np.abs(x - means) < 0.6)
+
+
+def test_superresolution_basis_is_orthogonal_and_reads_the_block_means():
+    obs = superresolution(np.zeros((1, 8, 8, 3)), 4)
+    np.testing.assert_allclose(obs.matrix @ obs.matrix.T, np.eye(48), atol=1e-12)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3))
+    u = np.asarray(obs.forward(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_allclose(u[..., :3], 4 * area_downsample(x, 4), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(obs.inverse(obs.forward(jnp.asarray(x, jnp.float32)))), x, atol=1e-5)
+
+
 def test_gray_basis_is_orthogonal_with_the_gray_projection_first():
     for c in (2, 3, 4):
         m = gray_basis(c)
@@ -115,6 +143,8 @@ def test_bad_observations_are_named():
         inpainting(np.zeros((2, 4, 4, 1)), np.ones((3, 3)))
     with pytest.raises(ValueError, match="orthogonal 3x3"):
         LinearObservation(np.zeros((2, 4, 4, 3)), np.ones(3), np.ones((3, 3)))
+    with pytest.raises(ConfigError, match="factor of 3 .* divides the image size 8x8"):
+        superresolution(np.zeros((2, 8, 8, 1)), 3)
     with pytest.raises(ValueError, match="more than one channel"):
         colorization(np.zeros((2, 4, 4, 1)), 1)
     with pytest.raises(ValueError, match=r"observed images have shape \(2, 4, 4, 1\).*\(3, 4, 4, 1\)"):

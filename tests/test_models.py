@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import models
+import sde_lib
 from configs.ve import ncsnpp_cifar10_continuous, ncsnv2_cifar10
 from configs.vp import ddpm_digits
 from models import layers, ncsnv2
@@ -286,13 +287,13 @@ def test_published_configs_get_the_reference_group_counts():
 
 def test_fold_patches_places_patch_pixel_i_j_channel_c_at_i_p_plus_j_times_C_plus_c_and_unfolds_back():
     x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
-    folded = layers.fold_patches(x, 2)
+    folded = sde_lib.fold_patches(x, 2)
     assert folded.shape == (2, 2, 3, 12)
     for i, j, c in itertools.product(range(2), range(2), range(3)):
         np.testing.assert_array_equal(folded[:, 1, 2, (i * 2 + j) * 3 + c], x[:, 2 + i, 4 + j, c])
-    np.testing.assert_array_equal(layers.unfold_patches(folded, 2), x)
+    np.testing.assert_array_equal(sde_lib.unfold_patches(folded, 2), x)
     with pytest.raises(ValueError, match="does not split into 4x4 patches"):
-        layers.fold_patches(x, 4)
+        sde_lib.fold_patches(x, 4)
 
 
 def test_a_patched_ddpm_is_the_plain_ddpm_on_folded_images():
@@ -303,6 +304,6 @@ def test_a_patched_ddpm_is_the_plain_ddpm_on_folded_images():
     variables = random_variables(plain)
     x, t = inputs(3)
     out = models.get_model(patched).apply(variables, x, t)
-    reference = layers.unfold_patches(models.get_model(plain).apply(variables, layers.fold_patches(x, 2), t), 2)
+    reference = sde_lib.unfold_patches(models.get_model(plain).apply(variables, sde_lib.fold_patches(x, 2), t), 2)
     assert out.shape == x.shape
     np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)

@@ -20,7 +20,9 @@ from evaluation.classifier import guidance_log_prob_fn
 from modes.train import train_classifier
 from helpers import tiny_config
 from training.checkpoint import Checkpointer
+from modes import sample as sample_mode
 from modes.sample import sample
+from samplers import inverse
 from training.validation import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +101,25 @@ def test_inpainting_dataset_images_keeps_their_known_pixels(workdir):
         known = np.repeat(inputs, 3, axis=0)
         np.testing.assert_array_equal(images[:, :, :4], known[:, :, :4])  # the left half is the input's
         assert np.any(images[:, :, 4:] != known[:, :, 4:])
+
+
+def test_superresolution_observes_each_inputs_block_means(workdir, monkeypatch):
+    """task 'superres': the PC sampler is constrained by samplers.inverse.superresolution of each input at
+    config.sampling.factor (that its samples keep the block means is tests/test_inverse.py's; this untrained
+    model's samples are clipped to [0, 1] far from them), and a row per input is written, its observation first."""
+    seen, superresolution = [], inverse.superresolution
+
+    def spy(known, factor):
+        seen.append((known.shape, factor))
+        return superresolution(known, factor)
+
+    monkeypatch.setattr(sample_mode.inverse, "superresolution", spy)
+    config = conditional_config(task="superres", input_indices="0,5", factor=4, num_samples=2, labels="4")
+    with np.load(sample(config, str(workdir), "eval")) as f:
+        assert f["image"].shape == (4, 8, 8, 1) and f["input"].shape == (2, 8, 8, 1)
+    assert seen and all(call == ((4, 8, 8, 1), 4) for call in seen)
+    with Image.open(os.path.join(str(workdir), "eval", "superres_step4_pc.png")) as im:
+        assert im.height == 16 + 2 * (2 * 10 + 2)  # caption, then one row per input
 
 
 def test_inpainting_an_image_file_with_a_mask_file(workdir, tmp_path):
@@ -184,6 +205,7 @@ def test_img2img_writes_a_row_per_input(workdir):
     ({"task": "inpaint", "input_indices": "0", "mask": "nowhere"}, "is neither one of"),
     ({"task": "inpaint", "input_indices": "0,1", "labels": "1,2,3"}, "gives 3 classes for 2 inputs"),
     ({"task": "colorize", "input_indices": "0"}, "needs colour data"),
+    ({"task": "superres", "input_indices": "0", "factor": 3}, "factor of at least 2 that divides the image size 8x8"),
     ({"task": "inpaint", "input_indices": "0", "method": "ode"}, "runs on the PC sampler"),
     ({"checkpoint": 8}, "config.sampling.checkpoint=8 is not in"),
     ({"task": "img2img", "input_indices": "0", "strength": 0.0}, "config.sampling.strength=0.0 must lie in (0, 1]"),
