@@ -272,6 +272,7 @@ def test_train_snapshot_and_sample_mode(kind, num_classes, tmp_path):
         np.testing.assert_array_equal(f["completed"][:, m > 0], f["image"][:, m > 0])
 
 
+@pytest.mark.slow  # 21 s; the class-label test covers the step and guidance with a second condition
 def test_prompts_with_the_condition_train_and_sample(tmp_path):
     """A text-conditioned U-Net with a lowres condition: the snapshot samples test captions with their
     conditions; --mode sample takes prompts and the condition, guided against the empty prompt and null image."""
@@ -321,7 +322,7 @@ def test_task_figures_closed_forms():
                                   ["foreground_agreement"], 1.0)
 
 
-@pytest.mark.parametrize("kind", ["lowres", "inpaint"])
+@pytest.mark.parametrize("kind", ["lowres", pytest.param("inpaint", marks=pytest.mark.slow)])  # one in the default suite
 def test_eval_mode_reports_fd_and_task_figures_and_resumes(kind, tmp_path):
     from modes.evaluate import evaluate
     from modes.train import train_classifier
