@@ -213,7 +213,7 @@ def get_base_config():
     # their random initialisation; score_sde's EMA has no warm-up
     model.ema_warmup = False
     # new: 'ddpm' only: the U-Net works on p x p patches of the image, folded into channels (B, H/p, W/p, C p^2) by
-    # its first conv and unfolded after its last, so attn_resolutions name resolutions of H/p (models/layers.py)
+    # its first conv and unfolded after its last, so attn_resolutions name resolutions of H/p (sde_lib.fold_patches)
     model.patch_size = 1
     model.scale_by_sigma = False
     model.normalization = "GroupNorm"
