@@ -43,6 +43,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 from absl import logging
 
 import datasets
@@ -125,7 +126,7 @@ def quality(feats, logits, ref, config, num_classes: int) -> dict:
     out["is"], out["is_std"] = metrics.inception_score(shuffled, num_splits=min(10, len(logits)))
     if num_classes:
         out["class_histogram"] = np.bincount(np.argmax(logits, axis=-1), minlength=num_classes).tolist()
-        out["confident"] = float(np.mean(np.max(jax.nn.softmax(np.asarray(logits, np.float64), -1), -1) > 0.9))
+        out["confident"] = float(np.mean(np.max(scipy.special.softmax(np.asarray(logits, np.float64), -1), -1) > 0.9))
     return out
 
 
