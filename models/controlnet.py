@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+import sde_lib
 from models import ddpm, layers, ncsnpp, unet2d_condition
 from models.convert import ConversionError, read_diffusers_folder, torch_to_flax
 from models.sd_blocks import conv
@@ -122,9 +123,10 @@ ENCODERS = {"ddpm": ddpm.encode, "ncsnpp": ncsnpp.encode}
 class EncoderControlNet(nn.Module):
     """ControlNet on a framework U-Net (config.model.name in ENCODERS), its encoder called with the U-Net's own
     module names: model(x, time_cond, context, cond, conditioning_scale=1.0, guess_mode=False, train=False,
-    labels=None) -> (down residuals, mid residual), with h_0 = conv_in(x) + E(c) (E: `conditioning_embedding`
-    stride-2 steps, so cond is (B, 2^k H, 2^k W, C_c) for k = len(embedding_channels) - 1). There is no context:
-    it is an argument only to share ControlNetModel's signature, and must be None."""
+    labels=None) -> (down residuals, mid residual), with h_0 = conv_in(P(x)) + E(P(c)) (E: `conditioning_embedding`
+    stride-2 steps, so cond is (B, 2^k H, 2^k W, C_c) for k = len(embedding_channels) - 1; P folds the U-Net's
+    config.model.patch_size^2 patches into channels, sde_lib.fold_patches, the same fold for x and c). There is no
+    context: it is an argument only to share ControlNetModel's signature, and must be None."""
 
     config: ml_collections.ConfigDict
     conditioning_channels: int = 1
@@ -135,7 +137,7 @@ class EncoderControlNet(nn.Module):
                  train: bool = False, labels=None):
         if context is not None:
             raise ValueError(f"A {self.config.model.name!r} ControlNet takes no context (prompts).")
-        cond = cond.astype(layers.compute_dtype(self.config))
+        cond = sde_lib.fold_patches(cond.astype(layers.compute_dtype(self.config)), self.config.model.patch_size)
         hint = ControlNetConditioningEmbedding(self.config.model.nf, self.embedding_channels,
                                                name="controlnet_cond_embedding")(cond)
         _, mid, skips = ENCODERS[self.config.model.name](self.config, x, time_cond, labels, train, hint=hint)
@@ -195,8 +197,8 @@ def from_encoder(config: ml_collections.ConfigDict, base_params, rng=None, condi
     x = jnp.zeros((1, size, size, config.data.num_channels))
     cond = jnp.zeros((1, s * size, s * size, conditioning_channels))
     target = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, jnp.zeros(1), None, cond))["params"]
-    return model, _fresh(target, base_params, config.model.nf, tuple(embedding_channels), conditioning_channels,
-                         rng, repr(config.model.name))
+    return model, _fresh(target, base_params, config.model.nf, tuple(embedding_channels),
+                         conditioning_channels * config.model.patch_size**2, rng, repr(config.model.name))
 
 
 #: The bases a ControlNet is built on, by config.model.name: builder(config, base_params, rng, conditioning

@@ -20,9 +20,11 @@ frozen base through zero convolutions (models/controlnet.py), trained with the b
               ControlNet's params are kept as {'controlnet': phi} beside it (models/prompt.py)
 
 At phi's initialisation (controlnet.from_base) every zero conv is zero, so s_phi = s_base exactly. A snapshot
-samples the first snapshot_num_samples conditions of the test split (with their captions on a text base,
-listed in a .txt beside the grid), writes each condition beside its sample (workdir/samples/), and appends the
-edge agreement F1(Canny(sample), Canny(x_0)) with a 1-pixel tolerance to workdir/edge_f1.json. A base of
+samples the conditions of snapshot_num_samples test images spread evenly over the split (a split sorted by class
+gives every class; with their captions on a text base, listed in a .txt beside the grid), writes each condition
+beside its sample (workdir/samples/), and appends the edge agreement F1(Canny(sample), Canny(x_0)) to
+workdir/edge_f1.json: with a 1-pixel tolerance, exact, and exact against a shuffled x_0 (the chance level of these
+samples), so the training curve shows when the samples start to follow their conditions. A base of
 another architecture or image size is refused in one line before anything is written, as is a text base whose
 checkpoint was trained with another tower than config.text names; a ControlNet checkpoint of another base (or
 text tower) is refused by the loop (its frozen record).
@@ -113,9 +115,6 @@ def open_base(config, mesh) -> Base:
         raise ConfigError(f"No checkpoints in config.controlnet.base_workdir={folder}; train the base there first "
                           f"(--mode train with its config).")
     _check_geometry(config, folder)
-    if config.model.patch_size != 1:
-        raise ConfigError(f"config.model.patch_size={config.model.patch_size}: a ControlNet's hint meets the base's "
-                          f"input conv at the image's resolution, so it takes bases with patch_size 1 only.")
     model = models.get_model(config)
     tokenizer, prompt, tower, text_record = (text.prompt_conditioning(config, folder) if config.text.conditional
                                              else (None, None, None, {}))
@@ -175,9 +174,15 @@ def build(config, base: Base, seed_rng=None):
     return controlnet.Controlled(base.model, cn_model), params
 
 
-def edge_agreement(samples: np.ndarray, images: np.ndarray, sigma: float) -> float:
-    """Mean F1 of the samples' Canny edges against the images' (1-pixel tolerance)."""
-    return float(np.mean(conditions.edge_f1(conditions.canny(samples, sigma), conditions.canny(images, sigma))))
+def edge_agreement(samples: np.ndarray, images: np.ndarray, sigma: float) -> dict:
+    """Mean F1 of the samples' Canny edges against the images': {'1px': 1-pixel tolerance, 'exact', 'shuffled':
+    exact against the images rolled by one (another image's edges: chance)}."""
+    predicted, reference = conditions.canny(samples, sigma), conditions.canny(images, sigma)
+
+    def f1(ref, tolerance):
+        return float(np.mean(conditions.edge_f1(predicted, ref, tolerance)))
+
+    return {"1px": f1(reference, 1), "exact": f1(reference, 0), "shuffled": f1(np.roll(reference, 1, axis=0), 0)}
 
 
 def beside(condition: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -221,7 +226,7 @@ class ControlNetTask:
                                                    conditions=given, prompt=base.prompt)
         self._sample_fn = None
         if t.snapshot_sampling:
-            indices = np.arange(t.snapshot_num_samples) % len(test)
+            indices = np.arange(t.snapshot_num_samples) * len(test) // t.snapshot_num_samples
             self._images = test.source.read(indices)[0] / np.float32(255)
             self._condition = self.eval_data.condition(self._images, indices)
             self._prompts = None if base.prompt is None else [str(c) for c in test.source.captions[indices]]
@@ -252,14 +257,15 @@ class ControlNetTask:
         np.savez_compressed(os.path.join(folder, f"step_{step:08d}.npz"), image=datasets.to_uint8(samples),
                             condition=datasets.to_uint8(self._condition))
         _record_edge_f1(self.workdir, step, f1)
-        logging.info("Step %d: edge F1 %.3f; conditions and samples written to %s", step, f1, path)
+        logging.info("Step %d: edge F1 %.3f (exact %.3f, against shuffled conditions %.3f); conditions and samples "
+                     "written to %s", step, f1["1px"], f1["exact"], f1["shuffled"], path)
 
     def finish(self, state: TrainState) -> None:
         """Nothing beyond the last periodic checkpoint and its grid."""
 
 
-def _record_edge_f1(workdir: str, step: int, f1: float) -> None:
-    """workdir/edge_f1.json: {step: edge F1} of every snapshot so far (a rerun's step replaces the old one)."""
+def _record_edge_f1(workdir: str, step: int, f1: dict) -> None:
+    """workdir/edge_f1.json: {step: edge_agreement} of every snapshot so far (a rerun's step replaces the old one)."""
     path = os.path.join(workdir, "edge_f1.json")
     history = {}
     if os.path.isfile(path):

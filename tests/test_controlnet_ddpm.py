@@ -32,6 +32,7 @@ ENCODER_NAMES = {
     "ncsnpp": ({"Dense_0", "Dense_1", "Embed_0", "Conv_0", "Downsample_0", "AttnBlock_0", "AttnBlock_1",
                 *(f"ResnetBlockBigGANpp_{i}" for i in range(5))}, {"Conv_1", "GroupNorm_0", "ResnetBlockBigGANpp_5"}),
 }
+ENCODER_NAMES["ddpm_patched"] = ENCODER_NAMES["ddpm"]  # 2x2 patches: the same modules, at 4x4 and 2x2
 
 
 def config_for(base_dir="", n_iters=2, sampling=False, **model):
@@ -47,10 +48,13 @@ def config_for(base_dir="", n_iters=2, sampling=False, **model):
 
 @pytest.fixture(scope="module", params=sorted(ENCODER_NAMES))
 def built(request):
-    """A class-conditional tiny base with random weights and a fresh ControlNet built on it: a DDPM, or an NCSN++
-    with FIR, BigGAN blocks, the residual input pyramid and Fourier features (fixed 'constants')."""
+    """A class-conditional tiny base with random weights and a fresh ControlNet built on it: a DDPM, one on 2x2
+    patches (image and hint folded alike), or an NCSN++ with FIR, BigGAN blocks, the residual input pyramid and
+    Fourier features (fixed 'constants')."""
     if request.param == "ddpm":
         config = config_for(num_classes=3)
+    elif request.param == "ddpm_patched":
+        config = config_for(num_classes=3, patch_size=2)
     else:
         config = tiny_config(resblock_type="biggan", progressive="output_skip", progressive_input="residual",
                              num_classes=3)

@@ -12,6 +12,7 @@ import pytest
 import models
 import sde_lib
 from configs.controlnet import canny_digits
+from data_sources import conditions
 from modes import controlnet_sample
 from tasks import controlnet as task_lib
 from training import loop
@@ -135,3 +136,17 @@ def test_train_resume_frozen_record_and_refusals(base_dir, tmp_path):
     with pytest.raises(ConfigError, match="config.controlnet.base_workdir is empty"):
         task_lib.ControlNetTask(config_for(""), str(tmp_path / "refused"))
     assert not os.path.exists(tmp_path / "refused")
+
+
+def test_edge_agreement_of_the_images_themselves_and_of_shuffled_ones():
+    """Samples equal to their images agree exactly; against the images rolled by one they score what edge_f1 gives
+    those pairs, below 1 for digits with different edges."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((4, 16, 16, 1), np.float32)
+    for i, (top, left, size) in enumerate(rng.integers((1, 1, 4), (6, 6, 9), (4, 3))):
+        images[i, top:top + size, left:left + size] = 1.0  # squares of other places and sizes
+    f1 = task_lib.edge_agreement(images, images, sigma=0.5)
+    assert f1["1px"] == f1["exact"] == 1.0
+    edges = conditions.canny(images, 0.5)
+    assert f1["shuffled"] == pytest.approx(np.mean(conditions.edge_f1(edges, np.roll(edges, 1, axis=0), 0)))
+    assert f1["shuffled"] < 0.9
