@@ -29,8 +29,9 @@ import numpy as np
 
 import datasets
 import sde_lib
-from benchmarks.common import load_config
+from benchmarks.common import fd_to_train, load_config
 from data_sources import conditions
+from evaluation import features
 from modes import controlnet_sample
 from tasks import controlnet as task_lib
 from tasks.score import make_sample_fn
@@ -44,6 +45,8 @@ def main():
     parser.add_argument("--controlnet", required=True, help="the ControlNet run's workdir")
     parser.add_argument("--num", type=int, default=64, help="test images (one sample each)")
     parser.add_argument("--method", default="", help="sampler (config.sampling.method); default the config's")
+    parser.add_argument("--classifier_dir", default="",
+                        help="a domain classifier run (--mode train_classifier): FD of each set against the train split")
     args = parser.parse_args()
     config = load_config(args.config)
     if config.text.conditional:  # its samples would need prompts, which this comparison does not draw
@@ -88,6 +91,13 @@ def main():
     print(f"(e) edge F1, real images vs shuffled edges:    {f1(images, shuffled)}")
     print(f"scale 0 vs base, same noise: max |difference| {np.abs(at_zero - base_samples).max():.2e}, "
           f"identical uint8 pixels {np.mean(datasets.to_uint8(at_zero) == datasets.to_uint8(base_samples)):.4f}")
+    if args.classifier_dir:
+        config.eval.classifier_dir = args.classifier_dir
+        net = features.classifier_net(config, args.controlnet)
+        train = features.split_statistics(config, args.controlnet, "stats", net, "train")
+        fd = {name: fd_to_train(config, net, train, x) for name, x in
+              (("controlled", controlled_samples), ("base", base_samples), ("scale 0", at_zero), ("real", images))}
+        print(f"FD against the train split ({net.description}): " + ", ".join(f"{k} {v:.3f}" for k, v in fd.items()))
 
 
 if __name__ == "__main__":
