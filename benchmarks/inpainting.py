@@ -1,0 +1,93 @@
+"""Inpainting of MNIST test digits: PC replacement on an unconditional model against a trained concat inpainting
+model, on the same masks, each scored by FD of the completed images against the train split and by the error on
+the known pixels.
+
+    python -m benchmarks.inpainting --config configs/vp/ddpm_mnist.py --workdir W --config.eval.classifier_dir=C \
+        [--concat_workdir W_inpaint (configs/concat/sr4_mnist.py --config.concat.kind=inpaint)] [--concat_cfg 0,1]
+
+The flags are benchmarks/superresolution.py's, and so are its samplers (pc_samples, concat_samples). Test image i
+of the first n (n = 500, all: the split is sorted by class) loses the pixels of m_i =
+data_sources.conditions.inpaint_mask(28, seed, i) (1 = unknown; a box or a brush stroke), seed the concat config's,
+so both methods and the trained model's own condition c_i = [x_i (1 - m_i), m_i] see the same masks. Methods:
+  zero fill       x (1 - m): the unknown pixels black (the masks' damage, for scale);
+  pc replacement  the unconditional model's PC sampler with the known pixels replaced by their forward marginal
+                  after every step (samplers.inverse.inpainting, as --mode sample's task 'inpaint'): x_hat keeps
+                  them by construction;
+  concat model    the concat model's own sampler given c_i (tasks.concat); it is not made to keep the known pixels.
+Each output x_hat is completed as x (1 - m) + x_hat m (tasks.concat.complete). Columns:
+  FD              of the completed images, in the domain classifier's features against the whole train split,
+                  next to the floor FD(test[:n], train);
+  max|known|      max over images and known pixels of the completed images' error in uint8 levels (what FD
+                  scores; 0: kept exactly);
+  raw max, mean   the output x_hat's own error on the known pixels, before completion: the max, and the mean over
+                  images of sum (1 - m) |x_hat - x| / (C sum (1 - m)) (modes.concat_eval.task_figures' known_error);
+  PSNR unknown    mean over images of 10 log10(1 / (sum m (x_hat - x)^2 / (C sum m))) (evaluation.metrics.image_psnr
+                  with the mask): agreement with the erased truth, informative only, as many fills are plausible.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+if __name__ == "__main__" and not __package__:  # run as a file: the repo root, not benchmarks/, goes first
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import functools  # noqa: E402
+
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+
+from benchmarks.common import fd_to_train  # noqa: E402
+from datasets import to_uint8  # noqa: E402
+from benchmarks.superresolution import FLAGS, concat_config, concat_rows, pc_config, pc_samples, setup  # noqa: E402
+from evaluation.metrics import image_psnr  # noqa: E402
+from modes.concat_eval import task_figures  # noqa: E402
+from samplers import inverse  # noqa: E402
+from tasks import concat  # noqa: E402
+
+
+def inpaint_conditions(truth) -> np.ndarray:
+    """The concat config's inpaint conditions [x (1 - m), m] of the truth images, their test indices 0 .. n - 1."""
+    return np.asarray(concat.condition_fn(concat_config("inpaint"))(truth, np.arange(len(truth))))
+
+
+def pc_inpainting(config, workdir: str, truth, condition, step: int = 0):
+    """PC replacement samples of workdir's model keeping each image's known pixels 1 - m of its inpaint condition
+    [x (1 - m), m], a chunk's masks in its observation; returns (samples, step)."""
+    known = 1.0 - condition[..., -1:]
+    return pc_samples(config, workdir, truth, lambda rows: functools.partial(inverse.inpainting, mask=known[rows]),
+                      step)
+
+
+def main(_):
+    config, truth, net, train = setup()
+    condition = inpaint_conditions(truth)
+    rows = [("truth (floor)", truth, 0.0, ""), ("zero fill", condition[..., :-1], 0.0, "")]
+    start = time.perf_counter()
+    x, step = pc_inpainting(pc_config(config), FLAGS.workdir, truth, condition, FLAGS.step)
+    rows.append(("pc replacement", x, time.perf_counter() - start,
+                 f"step {step}, {FLAGS.predictor}+{FLAGS.corrector}, {FLAGS.pc_steps} steps"))
+    if FLAGS.concat_workdir:
+        for name, x, used, seconds, notes in concat_rows(truth, "inpaint"):
+            if not np.array_equal(used, condition):
+                raise AssertionError("The concat model was conditioned on other masks than the PC sampler's.")
+            rows.append((name, x, seconds, notes))
+
+    m, inpaint = condition[..., -1:], concat_config("inpaint")
+    print(f"Inpainting of MNIST test[:{FLAGS.n}], {np.mean(m):.1%} of the pixels unknown ({net.description}); FD "
+          f"of the completed images against the train split")
+    print(f"{'method':<18}{'FD':>9}{'max|known|':>11}{'raw max':>9}{'raw mean':>10}{'PSNR unknown':>14}"
+          f"{'seconds':>9}  notes")
+    for name, images, seconds, notes in rows:
+        completed = concat.complete(condition, images)
+        scored = np.max((1 - m) * np.abs(to_uint8(completed).astype(int) - to_uint8(truth)))
+        raw_max = np.max((1 - m) * np.abs(images - truth))
+        raw_mean = np.mean(task_figures(inpaint, images, truth, condition)["known_error"])
+        psnr = float(np.mean(image_psnr(truth, images, m))) if name != "truth (floor)" else float("inf")
+        print(f"{name:<18}{fd_to_train(config, net, train, completed):>9.3f}{scored:>11d}{raw_max:>9.1e}"
+              f"{raw_mean:>10.4f}{psnr:>14.2f}{seconds:>9.1f}  {notes}")
+
+
+if __name__ == "__main__":
+    app.run(main)
