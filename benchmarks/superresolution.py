@@ -131,12 +131,12 @@ def concat_samples(truth, kind: str, guidance_weight: float = 0.0):
 
 def concat_rows(truth, kind: str):
     """(name, samples, conditions, seconds, notes) of the concat model under each --concat_cfg weight."""
-    rows = []
+    rows, s = [], concat_config(kind).sampling
     for w in FLAGS.concat_cfg:
         start = time.perf_counter()
         x, condition, step = concat_samples(truth, kind, float(w))
         name = "concat model" + (f" cfg {float(w):g}" if float(w) else "")
-        rows.append((name, x, condition, time.perf_counter() - start, f"step {step}, its config's sampler"))
+        rows.append((name, x, condition, time.perf_counter() - start, f"step {step}, {s.method} {s.num_steps} steps"))
     return rows
 
 
