@@ -74,20 +74,26 @@ def main(_):
                 raise AssertionError("The concat model was conditioned on other masks than the PC sampler's.")
             rows.append((name, x, seconds, notes))
 
+    print(f"Inpainting of MNIST test[:{FLAGS.n}] ({net.description}); FD of the completed images against the train "
+          f"split")
+    report(rows, truth, condition, lambda images: fd_to_train(config, net, train, images))
+
+
+def report(rows, truth, condition, fd) -> None:
+    """Print the table (module docstring) of rows (name, outputs x_hat in [0, 1], seconds, notes) for the truth
+    images and their inpaint conditions [x (1 - m), m]; fd(images) -> FD against the train split."""
     m, inpaint = condition[..., -1:], concat_config("inpaint")
-    print(f"Inpainting of MNIST test[:{FLAGS.n}], {np.mean(m):.1%} of the pixels unknown ({net.description}); FD "
-          f"of the completed images against the train split")
-    print(f"{'method':<18}{'FD':>9}{'max|known|':>11}{'raw max':>9}{'raw mean':>10}{'PSNR unknown':>14}"
+    print(f"{np.mean(m):.1%} of the pixels unknown")
+    print(f"{'method':<20}{'FD':>9}{'max|known|':>11}{'raw max':>9}{'raw mean':>10}{'PSNR unknown':>14}"
           f"{'seconds':>9}  notes")
     for name, images, seconds, notes in rows:
         completed = concat.complete(condition, images)
-        scored = np.max((1 - m) * np.abs(to_uint8(completed).astype(int) - to_uint8(truth)))
+        scored = int(np.max((1 - m) * np.abs(to_uint8(completed).astype(int) - to_uint8(truth))))
         raw_max = np.max((1 - m) * np.abs(images - truth))
         raw_mean = np.mean(task_figures(inpaint, images, truth, condition)["known_error"])
         psnr = float(np.mean(image_psnr(truth, images, m))) if name != "truth (floor)" else float("inf")
-        print(f"{name:<18}{fd_to_train(config, net, train, completed):>9.3f}{scored:>11d}{raw_max:>9.1e}"
-              f"{raw_mean:>10.4f}{psnr:>14.2f}{seconds:>9.1f}  {notes}")
-
+        print(f"{name:<20}{fd(completed):>9.3f}{scored:>11d}{raw_max:>9.1e}{raw_mean:>10.4f}{psnr:>14.2f}"
+              f"{seconds:>9.1f}  {notes}")
 
 if __name__ == "__main__":
     app.run(main)

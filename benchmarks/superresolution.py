@@ -115,10 +115,10 @@ def pc_samples(config, workdir: str, truth, observe=None, step: int = 0):
     return np.concatenate(out), step
 
 
-def concat_config(kind: str):
-    """configs/concat/sr4_mnist.py with config.concat.kind = kind ('lowres' by --factor, or 'inpaint')."""
+def concat_config(kind: str, factor: int = 4):
+    """configs/concat/sr4_mnist.py with config.concat.kind = kind ('lowres' by `factor`, or 'inpaint')."""
     config = load_config("concat/sr4_mnist")
-    config.concat.update(kind=kind, factor=FLAGS.factor)
+    config.concat.update(kind=kind, factor=factor)
     return config
 
 
@@ -128,7 +128,7 @@ def concat_samples(truth, kind: str, guidance_weight: float = 0.0):
     so inpainting masks are data_sources.conditions.inpaint_mask(size, config.seed, index)), with its config's
     own sampler, under cfg guidance of weight w against the null image when w != 0. Returns (samples,
     conditions, checkpoint step)."""
-    config = concat_config(kind)
+    config = concat_config(kind, FLAGS.factor)
     if guidance_weight:
         config.sampling.update(guidance="cfg", guidance_weight=guidance_weight)
     model, variables, sde, mesh, step = restore_ema(config, FLAGS.concat_workdir)

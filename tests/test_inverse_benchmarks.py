@@ -43,3 +43,16 @@ def test_pc_inpainting_keeps_each_images_known_pixels_across_chunks(monkeypatch)
     np.testing.assert_allclose(known * x, known * truth, atol=1e-6)  # each image its own known pixels
     unknown = condition[..., -1:] > 0
     assert np.abs(x - truth)[np.broadcast_to(unknown, x.shape)].max() > 0.05  # the rest is sampled
+
+
+def test_report_scores_completed_images(capsys):
+    truth = digits(2)
+    condition = conditions.inpaint(truth, np.arange(2), seed=0)
+    wrong = 1 - truth  # wrong everywhere: completion restores the known pixels, the raw error stays
+    inpainting.report([("truth (floor)", truth, 0.0, ""), ("inverted", wrong, 1.5, "x")], truth, condition,
+                      lambda images: float(np.mean(images)))
+    lines = capsys.readouterr().out.splitlines()
+    truth_row, wrong_row = lines[-2].split(), lines[-1].split()
+    assert truth_row[3:7] == ["0", "0.0e+00", "0.0000", "inf"]  # "truth (floor)" is two words
+    assert wrong_row[1] == f"{np.mean(concat.complete(condition, wrong)):.3f}" and wrong_row[2] == "0"
+    assert float(wrong_row[3]) > 0.5 and float(wrong_row[5]) < 10
