@@ -75,7 +75,8 @@ from tasks.score import make_sample_fn  # noqa: E402
 
 config_flags.DEFINE_config_file("config", None, "The unconditional model's config file.")
 flags.DEFINE_string("workdir", None, "The unconditional model's --workdir.")
-flags.DEFINE_string("concat_workdir", "", "A trained configs/concat/sr4_mnist.py run's --workdir (optional).")
+flags.DEFINE_string("concat_workdir", "", "A trained configs/concat/sr4_mnist.py run's --workdir (optional), of the "
+                    "benchmark's kind: lowres here, --config.concat.kind=inpaint for benchmarks.inpainting.")
 flags.DEFINE_integer("n", 500, "Test images (the split is sorted by class: keep all 500).")
 flags.DEFINE_integer("factor", 4, "Downsampling factor k.")
 flags.DEFINE_integer("step", 0, "Checkpoint step of the unconditional model (0: the newest).")
