@@ -44,9 +44,10 @@ keeps the block means up to the clip (bicubic's cubic kernel does not keep them)
 the test digits). The trained concat model, given the same block means as an input channel, is far better in PSNR
 and FD at about an eighth of the time: 3.0 dB above PC replacement and FD 5.1, at the floor's 1.16x. It is not made
 to keep the block means (the worst of the 24,500 blocks is off by 0.54 unguided); cfg guidance of weight 1 against
-the null image, at twice the network evaluations, brings that to 0.06, PSNR to 19.2 dB and FD to 4.8. At n = 200
-(digits 0-3, an earlier run without the concat rows): PSNR 15.42 against 14.74, FD 167 and 197 against the truth's
-223.
+the null image, at twice the network evaluations, brings that to 0.06, PSNR to 19.2 dB and FD to 4.8. A second run
+with --concat_cfg 3 (532 s; the other rows the same to the digit) gave 19.62 dB, max|A x-y| 0.0849, FD 5.200 in 52.3
+s: PSNR still rises with w, FD has passed its best. At n = 200 (digits 0-3, an earlier run without the concat rows):
+PSNR 15.42 against 14.74, FD 167 and 197 against the truth's 223.
 """
 from __future__ import annotations
 
