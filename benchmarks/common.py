@@ -107,16 +107,24 @@ def restore_ema(config, workdir: str, step: int = 0):
     return model, variables, sde_lib.from_config(config), mesh, step
 
 
-def sample_in_chunks(sample_fn, variables, chunk: int, count: int, seed: int = 0, known=None, **conditions):
+def chunk_rows(start: int, chunk: int, count: int) -> np.ndarray:
+    """The rows start .. start + chunk - 1 of `count`, the last repeated past the end (a padded last chunk)."""
+    return np.minimum(np.arange(start, start + chunk), count - 1)
+
+
+def sample_in_chunks(sample_fn, variables, chunk: int, count: int, seed: int = 0, known=None, offset: int = 0,
+                     **conditions):
     """`count` samples in [0, 1] of make_sample_fn's sample_fn (built for `chunk` samples), chunk by chunk, the
-    last padded by repeating its last input; known (count, H, W, C) and conditions' arrays are split alike."""
+    last padded by repeating its last input (chunk_rows); known (count, H, W, C) and conditions' arrays are split
+    alike. The chunk at row `start` draws from fold_in(PRNGKey(seed), offset + start), so rows offset .. of a
+    larger set sampled here reproduce that set's samples when offset is a multiple of chunk."""
     from training import parallel
 
     out = []
     for start in range(0, count, chunk):
-        part = np.minimum(np.arange(start, start + chunk), count - 1)
+        part = chunk_rows(start, chunk, count)
         pick = lambda a: None if a is None else jnp.asarray(a[part])  # noqa: E731
-        x = sample_fn(jax.random.fold_in(jax.random.PRNGKey(seed), start), variables, None, pick(known),
+        x = sample_fn(jax.random.fold_in(jax.random.PRNGKey(seed), offset + start), variables, None, pick(known),
                       **{k: pick(v) for k, v in conditions.items()})
         out.append(np.asarray(parallel.gather(x)))
     return np.concatenate(out)[:count]

@@ -16,10 +16,16 @@ import scipy.special
 from training.files import atomic_savez
 
 
-def image_psnr(x, x_hat):
+def image_psnr(x, x_hat, mask=None):
     """(B,) PSNR_b = 10 log10(1 / mean_{h,w,c} (x_b - x_hat_b)^2) of images in [0, 1] (a perfect one counts 100 dB;
-    numpy or jax arrays, traceable)."""
-    mse = jnp.mean((jnp.asarray(x, jnp.float32) - jnp.asarray(x_hat, jnp.float32)) ** 2, axis=(1, 2, 3))
+    numpy or jax arrays, traceable). With a mask m broadcastable to the images (an inpainting region, say) the mean
+    is over its pixels alone: sum m (x_b - x_hat_b)^2 / sum m (broadcast to (B, H, W, C))."""
+    d2 = (jnp.asarray(x, jnp.float32) - jnp.asarray(x_hat, jnp.float32)) ** 2
+    if mask is None:
+        mse = jnp.mean(d2, axis=(1, 2, 3))
+    else:
+        m = jnp.broadcast_to(jnp.asarray(mask, jnp.float32), d2.shape)
+        mse = jnp.sum(m * d2, axis=(1, 2, 3)) / jnp.maximum(jnp.sum(m, axis=(1, 2, 3)), 1.0)
     return jnp.where(mse > 0, -10.0 * jnp.log10(jnp.maximum(mse, 1e-10)), 100.0)
 
 
