@@ -70,8 +70,8 @@ import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 
 from benchmarks.common import fd_to_train  # noqa: E402
-from datasets import to_uint8  # noqa: E402
 from benchmarks.superresolution import FLAGS, concat_config, concat_rows, pc_config, pc_samples, setup  # noqa: E402
+from datasets import to_uint8  # noqa: E402
 from evaluation.metrics import image_psnr  # noqa: E402
 from modes.concat_eval import task_figures  # noqa: E402
 from samplers import inverse  # noqa: E402
@@ -125,6 +125,7 @@ def report(rows, truth, condition, fd) -> None:
         psnr = float(np.mean(image_psnr(truth, images, m))) if name != "truth (floor)" else float("inf")
         print(f"{name:<20}{fd(completed):>9.3f}{scored:>11d}{raw_max:>9.1e}{raw_mean:>10.4f}{psnr:>14.2f}"
               f"{seconds:>9.1f}  {notes}")
+
 
 if __name__ == "__main__":
     app.run(main)
