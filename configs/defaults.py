@@ -136,6 +136,7 @@ def get_base_config():
     autoencoder.mid_block_attention = True
     autoencoder.num_vq_embeddings = 256  # 'vq': codebook size K
     autoencoder.vq_beta = 0.25  # 'vq': commitment weight
+    autoencoder.vq_init = "uniform"  # 'vq' codebook start: 'uniform' U(-1/K, 1/K) (taming's) | 'data' (encoder outputs)
     autoencoder.kl_weight = 1e-6  # 'kl': weight of KL(q(z|x) || N(0, I))
     autoencoder.vq_weight = 1.0  # 'vq': weight of L_VQ (LDM's codebook_weight)
     autoencoder.perceptual = "none"  # 'none' | 'lpips' (the two files below) | 'classifier' (eval.classifier_dir)

@@ -37,6 +37,16 @@ def codebook_usage(indices, num_embeddings: int):
     return jnp.exp(entropy), jnp.mean(p > 0)
 
 
+def codebook_from_data(z_e, num_embeddings: int, rng):
+    """K codebook rows drawn from encoder outputs z_e (..., D), e_k = z_e,i(k) for K positions i(k) picked at random
+    (without replacement when there are at least K). Every code then starts where the data is: from taming's
+    U(-1/K, 1/K) start the codes sit near 0, far from the encoder's O(1) outputs, so only the nearest few are ever
+    chosen and the others never move (a collapsed codebook)."""
+    flat = jnp.reshape(z_e, (-1, z_e.shape[-1]))
+    rows = jax.random.choice(rng, flat.shape[0], (num_embeddings,), replace=flat.shape[0] < num_embeddings)
+    return flat[rows]
+
+
 class VectorQuantizer(nn.Module):
     """z_e (..., D) -> (z_q, L_VQ, stats) as in the module docstring; stats = {'indices', 'perplexity', 'usage'}.
 

@@ -16,7 +16,9 @@ distance of config.autoencoder.perceptual: 'lpips' (evaluation.lpips from local 
 state: params = {'autoencoder', 'discriminator'}, with one Adam(lr, beta1, beta2), which (elementwise) is LDM's
 two Adams of equal settings, and one guarded update (training.state.apply_gradients). The discriminator runs on
 batch statistics only (as it does in training), so BatchNorm's running averages are neither kept nor saved.
-The perceptual network is frozen (the loop's `frozen`); the checkpoints record its files' digests.
+The perceptual network is frozen (the loop's `frozen`); the checkpoints record its files' digests. A VQ codebook
+starts at taming's U(-1/K, 1/K), or with config.autoencoder.vq_init = 'data' at K of the fresh encoder's outputs
+on one training batch (models.vq.codebook_from_data).
 
 Snapshot: test images beside their reconstructions (from the posterior mean) under workdir/samples/, and their
 PSNR = mean_b 10 log10(1 / MSE_b) on [0, 1] images, logged. Finish: the latent scale factor
@@ -40,6 +42,7 @@ from evaluation.metrics import image_psnr
 from losses import autoencoder as L
 from models.convert import ConversionError
 from models.discriminator import NORMS, NLayerDiscriminator
+from models.vq import codebook_from_data
 from tasks import latent
 from training import parallel
 from training.files import file_digest
@@ -49,6 +52,7 @@ from training.validation import ConfigError
 from training.writers import save_image_grid
 
 PERCEPTUAL = ("none", "lpips", "classifier")
+VQ_INITS = ("uniform", "data")
 
 
 def perceptual_distance(config, workdir: str):
@@ -104,6 +108,8 @@ class AutoencoderTask:
         if d.image_size % f:
             raise ConfigError(f"config.data.image_size={d.image_size} must be divisible by {f}, the downsampling "
                               f"of the {len(a.block_out_channels)} levels of config.autoencoder.block_out_channels.")
+        if a.vq_init not in VQ_INITS:
+            raise ConfigError(f"config.autoencoder.vq_init={a.vq_init!r} must be one of {VQ_INITS}.")
         if a.disc_norm not in NORMS:
             raise ConfigError(f"config.autoencoder.disc_norm={a.disc_norm!r} must be one of {NORMS}.")
         if d.image_size // 2 ** a.disc_layers < 3:
@@ -129,9 +135,22 @@ class AutoencoderTask:
         ae_rng, disc_rng, state_rng = jax.random.split(jax.random.PRNGKey(self.config.seed), 3)
         d = self.config.data
         x = jnp.zeros((1, d.image_size, d.image_size, d.num_channels))
-        params = {"autoencoder": self.model.init(ae_rng, x)["params"],
-                  "discriminator": self.discriminator.init(disc_rng, x)["params"]}
+        autoencoder = self.model.init(ae_rng, x)["params"]
+        if self.arch["kind"] == "vq" and self.config.autoencoder.vq_init == "data":
+            autoencoder = self._codebook_from_data(autoencoder, jax.random.fold_in(ae_rng, 1))
+        params = {"autoencoder": autoencoder, "discriminator": self.discriminator.init(disc_rng, x)["params"]}
         return create_train_state(state_rng, {"params": params}, self.optimizer, ema=False)
+
+    def _codebook_from_data(self, ae_params, rng):
+        """ae_params with the codebook drawn from the fresh encoder's outputs z_e on one batch of training images
+        (models.vq.codebook_from_data; the images picked with config.seed)."""
+        data, batch = self.train_data, self.config.training.batch_size
+        picked = np.random.default_rng(self.config.seed).choice(len(data), min(batch, len(data)), replace=False)
+        x = 2.0 * jnp.asarray(data.source.read(np.sort(picked))[0], jnp.float32) / 255.0 - 1.0
+        z_e = self.model.apply({"params": ae_params}, x, method="encode")
+        codebook = codebook_from_data(z_e, self.arch["num_vq_embeddings"], rng)
+        quantize = {**ae_params["quantize"], "embedding": {"embedding": codebook}}
+        return {**ae_params, "quantize": quantize}
 
     def logits(self, disc_params, x):
         """D(x), on batch statistics: BatchNorm's running averages are computed and dropped."""

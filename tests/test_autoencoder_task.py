@@ -138,3 +138,25 @@ def test_the_classifier_perceptual_term_is_the_frozen_domain_classifiers_feature
     np.testing.assert_allclose(task.distance(task.frozen, x, x_hat), jnp.sum((phi(x) - phi(x_hat)) ** 2, -1),
                                rtol=1e-5)
     assert float(task.reconstruction_loss(task.frozen, x, x)) == 0.0
+
+
+def test_a_data_initialised_codebook_is_made_of_the_fresh_encoders_outputs(tmp_path):
+    """vq_init='data': every code is one of the fresh encoder's outputs z_e on the first training batch, and
+    the codes are distinct; taming's 'uniform' start lies within +-1/K; an unknown start is refused in one line."""
+    vq = {"autoencoder.kind": "vq", "autoencoder.num_vq_embeddings": 16}
+    task = tasks.get_task(tiny_config(**vq, **{"autoencoder.vq_init": "data"}), str(tmp_path / "data"))
+    params = task.init_state().params["autoencoder"]
+    codebook = np.asarray(params["quantize"]["embedding"]["embedding"])
+    fresh = tasks.get_task(tiny_config(**vq), str(tmp_path / "uniform")).init_state().params["autoencoder"]
+    uniform = np.asarray(fresh["quantize"]["embedding"]["embedding"])
+    assert np.abs(uniform).max() <= 1 / 16
+    rng = np.random.default_rng(task.config.seed)  # the batch _codebook_from_data reads
+    picked = np.sort(rng.choice(len(task.train_data), task.config.training.batch_size, replace=False))
+    x = 2.0 * task.train_data.source.read(picked)[0] / 255.0 - 1.0
+    z_e = np.asarray(task.model.apply({"params": fresh}, jnp.asarray(x, jnp.float32), method="encode"))
+    outputs = z_e.reshape(-1, z_e.shape[-1])
+    distances = np.abs(codebook[:, None, :] - outputs[None]).max(-1)
+    assert np.all(distances.min(1) < 1e-5) and len(np.unique(distances.argmin(1))) == 16
+    assert np.abs(codebook).max() > 4 / 16  # encoder outputs: not the uniform start
+    with pytest.raises(ConfigError, match=r"^config.autoencoder.vq_init='kmeans' must be one of"):
+        tasks.get_task(tiny_config(**vq, **{"autoencoder.vq_init": "kmeans"}), str(tmp_path / "bad"))
