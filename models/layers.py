@@ -96,8 +96,10 @@ def group_norm(x: jax.Array, groups: str) -> jax.Array:
     channels = x.shape[-1]
     num_groups = NORM_GROUPS[groups](channels)
     if channels % num_groups:
+        other = " or set config.model.norm_groups='quarter_channels'" if groups != "quarter_channels" else ""
         raise ValueError(f"GroupNorm with {num_groups} groups ('{groups}') needs a multiple of {num_groups} "
-                         f"channels, got {channels}; set config.model.norm_groups='quarter_channels' or nf.")
+                         f"channels, got {channels}; choose config.model.nf and ch_mult so that every width (skip "
+                         f"concatenations included) is a multiple of its group count{other}.")
     return nn.GroupNorm(num_groups=num_groups, epsilon=1e-6, dtype=jnp.float32)(x).astype(x.dtype)
 
 

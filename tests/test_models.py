@@ -307,3 +307,13 @@ def test_a_patched_ddpm_is_the_plain_ddpm_on_folded_images():
     reference = sde_lib.unfold_patches(models.get_model(plain).apply(variables, sde_lib.fold_patches(x, 2), t), 2)
     assert out.shape == x.shape
     np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_a_width_groupnorm_cannot_split_is_refused_with_advice_that_fits_the_rule():
+    """quarter_channels at 144 channels (nf 48's skip concatenation) has min(36, 32) = 32 groups: the error names
+    the width and does not suggest the rule already in use; fixed_32 at 48 suggests quarter_channels."""
+    with pytest.raises(ValueError, match=r"32 groups \('quarter_channels'\).*got 144; choose config.model.nf") as e:
+        layers.group_norm(jnp.zeros((1, 2, 2, 144)), "quarter_channels")
+    assert "set config.model.norm_groups" not in str(e.value)
+    with pytest.raises(ValueError, match=r"got 48; .* or set config.model.norm_groups='quarter_channels'"):
+        layers.group_norm(jnp.zeros((1, 2, 2, 48)), "fixed_32")
