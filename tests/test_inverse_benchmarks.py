@@ -1,6 +1,7 @@
 """benchmarks/inpainting.py's pieces (issue 20): the masked PSNR's closed form, and PC replacement inpainting in
 chunks keeping every image's own known pixels, with the masks the concat inpaint model is conditioned on."""
 import numpy as np
+import pytest
 
 import models
 import sde_lib
@@ -24,6 +25,7 @@ def test_masked_psnr_counts_only_the_masked_pixels():
     np.testing.assert_allclose(image_psnr(x, x_hat), -10 * np.log10((0.01 + 0.25) / 2), atol=1e-4)
 
 
+@pytest.mark.slow  # compiles a PC sampler twice (a chunk's masks each): ~10 s on 2 cores
 def test_pc_inpainting_keeps_each_images_known_pixels_across_chunks(monkeypatch):
     config = concat_config("inpaint")  # a tiny 8x8 DDPM; its concat section gives the masks
     config.eval.batch_size = 2  # 3 images: a chunk of 2 and a padded 1
