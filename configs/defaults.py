@@ -249,6 +249,7 @@ def get_base_config():
     optim.optimizer = "Adam"
     optim.lr = 2e-4
     optim.beta1 = 0.9
+    optim.beta2 = 0.999  # new: Adam's second-moment decay (score_sde fixes it at 0.999)
     optim.eps = 1e-8
     optim.weight_decay = 0.0
     optim.warmup = 5000

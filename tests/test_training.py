@@ -146,6 +146,20 @@ def test_class_conditional_training_step_uses_and_drops_labels():
         assert (float(a) != float(b)) == differs
 
 
+def test_adam_second_moment_decays_at_config_beta2():
+    """Two Adam steps on gradients g1, g2 keep v = beta2 (1 - beta2) g1^2 + (1 - beta2) g2^2 (config.optim.beta2)."""
+    optim = tiny_config().optim
+    optim.update(beta2=0.9, warmup=0, grad_clip=-1.0)
+    optimizer = training_state.get_optimizer(optim)
+    params = {"w": jnp.ones(3)}
+    opt_state = optimizer.init(params)
+    g1, g2 = jnp.array([1.0, -2.0, 3.0]), jnp.array([0.5, 4.0, -1.0])
+    for g in (g1, g2):
+        _, opt_state = optimizer.update({"w": g}, opt_state, params)
+    nu = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: hasattr(x, "nu")) if hasattr(s, "nu")]
+    np.testing.assert_allclose(nu[0].nu["w"], 0.9 * 0.1 * g1**2 + 0.1 * g2**2, rtol=1e-6)
+
+
 def test_ema_warmup_follows_its_closed_form_and_leaves_long_runs_alone():
     """r_t = min(R, (1 + t) / (10 + t)): from e_0 = 0 with params stepping to 1, 2, 3 the EMA is
     e_1 = 0.9 * 1, e_2 = (2/11) e_1 + (9/11) 2, e_3 = (3/12) e_2 + (9/12) 3; without warm-up r_t = R."""

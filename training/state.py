@@ -92,10 +92,10 @@ def learning_rate_schedule(optim):
 
 def get_optimizer(optim) -> optax.GradientTransformation:
     """Adam(W) with linear warmup and global-norm gradient clipping, from an optim config group
-    (fields optimizer, lr, beta1, eps, weight_decay, warmup, grad_clip)."""
+    (fields optimizer, lr, beta1, beta2, eps, weight_decay, warmup, grad_clip)."""
     if optim.optimizer.lower() not in ("adam", "adamw"):
         raise ValueError(f"Unknown config.optim.optimizer {optim.optimizer!r}; choose 'Adam' or 'AdamW'.")
-    adam = optax.adamw(learning_rate_schedule(optim), b1=optim.beta1, b2=0.999, eps=optim.eps,
+    adam = optax.adamw(learning_rate_schedule(optim), b1=optim.beta1, b2=optim.beta2, eps=optim.eps,
                        weight_decay=optim.weight_decay)
     if optim.grad_clip >= 0:
         return optax.chain(optax.clip_by_global_norm(optim.grad_clip), adam)
