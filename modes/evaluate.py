@@ -54,7 +54,8 @@ from evaluation import features as features_lib
 from evaluation import metrics
 from evaluation.resumable import run_rounds
 from samplers.likelihood import get_likelihood_fn
-from modes import concat_eval
+from modes import concat_eval, concat_sample
+from modes import sample as plain
 from tasks import concat, latent
 from tasks.score import make_sample_fn, restore_train_state, step_fn_from_config
 from training import parallel
@@ -98,6 +99,23 @@ def _validate(config, num_devices: int) -> None:
     if not (e.enable_loss or e.enable_sampling or e.enable_bpd or e.enable_bound):
         raise ConfigError("Nothing to evaluate: set config.eval.enable_loss, enable_sampling, enable_bpd or "
                           "enable_bound.")
+
+
+def make_eval_guide(config):
+    """make_sample_fn's guide for config.sampling.guidance in --mode eval (None for 'none'): 'cfg' towards each
+    sample's class (a class-conditional model's samples cycle through the classes) and, for a concat model, its
+    condition image; ConfigError in one line for 'classifier' (--mode sample applies it) or a model cfg cannot
+    guide."""
+    s = config.sampling
+    if s.guidance == "none":
+        return None
+    if s.guidance == "classifier":
+        raise ConfigError("--mode eval applies config.sampling.guidance='cfg' or 'none'; classifier guidance runs in "
+                          "--mode sample (config.sampling.classifier_dir).")
+    num_classes = config.model.num_classes
+    if concat.enabled(config):
+        return concat_sample.make_guide(config, num_classes or None)
+    return plain.make_guide(config, list(range(num_classes)), num_classes)
 
 
 def check_bound(config, sde) -> None:
@@ -269,6 +287,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     e = config.eval
     mesh = parallel.make_mesh()
     _validate(config, mesh.size)
+    guide = make_eval_guide(config) if e.enable_sampling else None
     # Everything that can reject the config, the checkpoints or the weight files runs before anything is written.
     ckpts = checkpoint_steps(config, workdir)
     space = latent.score_space(config)
@@ -281,7 +300,7 @@ def evaluate(config, workdir: str, eval_folder: str) -> list[dict]:
     model = models.get_model(space.net_config)
     models.check_learned_variance(space.net_config, model)
     net = features_lib.get_feature_net(config, workdir) if e.enable_sampling else None
-    sample_fn = make_sample_fn(space.net_config, sde, model, e.batch_size, mesh,
+    sample_fn = make_sample_fn(space.net_config, sde, model, e.batch_size, mesh, guide=guide,
                                decode=space.decode) if e.enable_sampling else None
     frozen = None if space.frozen is None else parallel.replicate(space.frozen, mesh)
     bpd_fn = make_bpd_fn(config, sde, model, space, frozen) if e.enable_bpd else None

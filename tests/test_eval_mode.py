@@ -350,3 +350,33 @@ def test_eval_bits_per_dim_is_the_likelihood_of_the_scaled_test_images(eval_work
     bpd, _, _ = jax.jit(likelihood_fn, static_argnums=1)(rng, score_fn, 2 * jnp.asarray(images) - 1)
     assert result["bpd"]["num_images"] == 179
     assert result["bpd"]["bpd"] == pytest.approx(float(np.mean(bpd)), abs=1e-4)
+
+
+def test_eval_guides_each_sample_towards_its_own_class_and_refuses_classifier_guidance(fake_workdir):
+    """--mode eval samples under config.sampling.guidance: 'cfg' with weight w gives (1 + w) s(x | y) - w s(x | null)
+    for each sample's class y; 'none' the plain conditional score; 'classifier' is refused in one line before
+    anything is written."""
+    from configs.vp import ddpm_digits_conditional
+    from modes.evaluate import make_eval_guide
+
+    config = ddpm_digits_conditional.get_config()
+    assert make_eval_guide(config) is None
+    config.sampling.update(guidance="cfg", guidance_weight=2.0)
+    labels = jnp.arange(4) % 10
+
+    def score_fn_for_labels(y):  # a toy conditional score: x times (label + 1)
+        return lambda x, t: x * (y + 1.0)[:, None]
+
+    x = jnp.ones((4, 3))
+    guided = make_eval_guide(config)(score_fn_for_labels, labels)(x, jnp.zeros(4))
+    expected = 3.0 * score_fn_for_labels(labels)(x, 0) - 2.0 * score_fn_for_labels(jnp.full(4, 10))(x, 0)
+    np.testing.assert_allclose(guided, expected)
+
+    config.sampling.guidance = "classifier"
+    config.training.snapshot_freq = 8
+    config.eval.update(enable_sampling=True, enable_loss=False)
+    work = fake_workdir / "work"
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="classifier guidance runs in --mode sample"):
+        evaluate(config, str(work), "eval")
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
