@@ -53,6 +53,7 @@ from losses import chain, vdm, vlb
 from evaluation import features as features_lib
 from evaluation import metrics
 from evaluation.resumable import run_rounds
+from samplers import guidance as guidance_lib
 from samplers.likelihood import get_likelihood_fn
 from modes import concat_eval, concat_sample
 from modes import sample as plain
@@ -104,17 +105,17 @@ def _validate(config, num_devices: int) -> None:
 def make_eval_guide(config):
     """make_sample_fn's guide for config.sampling.guidance in --mode eval (None for 'none'): 'cfg' towards each
     sample's class (a class-conditional model's samples cycle through the classes) and, for a concat model, its
-    condition image; ConfigError in one line for 'classifier' (--mode sample applies it) or a model cfg cannot
-    guide."""
-    s = config.sampling
+    condition image; ConfigError in one line, before anything is written, for any other guidance ('classifier'
+    runs in --mode sample) or a model without classes or condition for cfg to guide towards."""
+    s, num_classes = config.sampling, config.model.num_classes
     if s.guidance == "none":
         return None
-    if s.guidance == "classifier":
-        raise ConfigError("--mode eval applies config.sampling.guidance='cfg' or 'none'; classifier guidance runs in "
-                          "--mode sample (config.sampling.classifier_dir).")
-    num_classes = config.model.num_classes
+    if s.guidance != "cfg":
+        raise ConfigError(f"config.sampling.guidance={s.guidance!r}: --mode eval applies 'cfg' or 'none'; classifier "
+                          f"guidance runs in --mode sample (config.sampling.classifier_dir).")
     if concat.enabled(config):
         return concat_sample.make_guide(config, num_classes or None)
+    guidance_lib.check_guidance(s.guidance, num_classes)  # cfg needs a class-conditional model
     return plain.make_guide(config, list(range(num_classes)), num_classes)
 
 

@@ -380,3 +380,7 @@ def test_eval_guides_each_sample_towards_its_own_class_and_refuses_classifier_gu
     with pytest.raises(ConfigError, match="classifier guidance runs in --mode sample"):
         evaluate(config, str(work), "eval")
     assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before
+    config.sampling.guidance, config.model.num_classes = "cfg", 0
+    with pytest.raises(ConfigError, match="needs a class-conditional model"):
+        evaluate(config, str(work), "eval")
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file()} == before

@@ -15,8 +15,8 @@ from configs.vp import ddpm_mnist
 def get_config():
     config = ddpm_mnist.get_config()
     config.model.num_classes = 10
-    config.training.label_dropout = 0.1
     t = config.training
+    t.label_dropout = 0.1
     t.snapshot_num_samples = 100  # a 10 x 10 grid, one class to a column
     # The labels learn fast: 90% confident at 1,500 steps, 92% at 1,800 (500 samples). 1,700 steps keep the whole
     # command within ten minutes on a machine twice as slow as one running the first quickstart at 150 images/s.
